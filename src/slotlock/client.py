@@ -1,0 +1,187 @@
+"""Submit a command and wait (bounded) for its outcome; read a day's committed state.
+
+Used by the web layer, the CLI and the tests. It never decides anything itself:
+commands go to the day's stream, and the day's lease holder decides them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import redis
+
+from .catalog import Catalog
+from .config import Settings
+from .days.index import WorkIndex
+from .days.keys import DayKeys, idempotency_key, partition
+from .days.scripts import Scripts
+from .days.store import DayStore
+from .errors import IdempotencyMismatch, InvalidRequest
+from .ids import new_ids, parse_booking_id, parse_command_id
+from .model import Book, Calendar, Cancel, Command
+from .model.timeutil import TimeError, local_date, to_utc
+from .redis_conn import connect, connect_blocking
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What a submit gives back: the outcome dict, or None while still pending."""
+
+    command_id: str
+    outcome: dict[str, Any] | None
+    duplicate: bool = False
+
+    @property
+    def pending(self) -> bool:
+        return self.outcome is None
+
+
+@dataclass(frozen=True, slots=True)
+class DayView:
+    calendar: Calendar
+    date: date
+    version: int
+    bookings: list[dict[str, Any]] = field(default_factory=list)
+    pending: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "calendar": self.calendar.id,
+            "date": self.date.isoformat(),
+            "version": self.version,
+            "bookings": self.bookings,
+        }
+
+
+def fingerprint(command: Command) -> str:
+    body = command.to_dict()
+    for volatile in ("command_id", "booking_id", "idempotency_key", "admin", "date"):
+        body.pop(volatile, None)
+    if isinstance(command, Cancel):
+        body["booking_id"] = command.booking_id
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+class Client:
+    def __init__(self, settings: Settings, client: redis.Redis | None = None,
+                 blocking: redis.Redis | None = None):
+        self.settings = settings
+        self.redis = client or connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms)
+        self.blocking = blocking or connect_blocking(
+            settings.redis_url, block_ms=settings.reply_timeout_ms,
+            timeout_ms=settings.redis_timeout_ms,
+        )
+        self.scripts = Scripts(self.redis)
+        self.store = DayStore(self.redis, self.scripts)
+        self.index = WorkIndex(self.redis, self.scripts)
+        self.catalog = Catalog(self.redis)
+
+    # -- commands ------------------------------------------------------------------------
+
+    def book(self, actor: str, calendar_id: str, start: datetime, end: datetime, title: str, *,
+             admin: bool = False, idempotency_key: str | None = None,
+             wait_ms: int | None = None) -> Result:
+        calendar = self.catalog.get(calendar_id)
+        try:
+            start_utc = to_utc(start, calendar.tz)
+            end_utc = to_utc(end, calendar.tz)
+        except TimeError as exc:
+            raise InvalidRequest(str(exc), field="start") from exc
+        day = local_date(start_utc, calendar.tz)
+        command_id, booking_id = new_ids(calendar.id, day)
+        command = Book(command_id, actor, calendar.id, day, booking_id, start_utc, end_utc, title,
+                       admin=admin, idempotency_key=idempotency_key)
+        return self.submit(command, wait_ms=wait_ms)
+
+    def cancel(self, actor: str, calendar_id: str, booking_id: str, *, admin: bool = False,
+               idempotency_key: str | None = None, wait_ms: int | None = None) -> Result:
+        calendar = self.catalog.get(calendar_id)
+        day = parse_booking_id(booking_id)
+        command_id, _ = new_ids(calendar.id, day)
+        command = Cancel(command_id, actor, calendar.id, day, booking_id, admin=admin,
+                         idempotency_key=idempotency_key)
+        return self.submit(command, wait_ms=wait_ms)
+
+    def submit(self, command: Command, *, wait_ms: int | None = None) -> Result:
+        """Queue ``command`` (once per idempotency key) and wait up to ``wait_ms`` for it."""
+        if command.idempotency_key:
+            command = self._reserve_key(command)
+        keys = DayKeys.of(command.calendar, command.date)
+        scoped_key = f"{command.actor}:{command.idempotency_key}" if command.idempotency_key else None
+        submitted = self.store.submit(
+            keys, command.command_id, json.dumps(command.to_dict()), scoped_key,
+            self.settings.backlog_limit,
+        )
+        if not submitted.duplicate:
+            self.index.mark(keys.part)
+        wait = self.settings.reply_timeout_ms if wait_ms is None else wait_ms
+        outcome = self.wait(submitted.command_id, wait)
+        return Result(submitted.command_id, outcome, submitted.duplicate)
+
+    def _reserve_key(self, command: Command) -> Command:
+        """Pin an idempotency key to one command id and request body, across all days."""
+        key = idempotency_key(command.actor, command.idempotency_key)
+        record = {
+            "command_id": command.command_id,
+            "booking_id": command.booking_id,
+            "fingerprint": fingerprint(command),
+        }
+        if self.redis.set(key, json.dumps(record), nx=True, ex=self.settings.idempotency_ttl_s):
+            return command
+        existing = json.loads(self.redis.get(key) or json.dumps(record))
+        if existing["fingerprint"] != record["fingerprint"]:
+            raise IdempotencyMismatch(command.idempotency_key, existing["command_id"])
+        _, day = parse_command_id(existing["command_id"])
+        fields = {f: getattr(command, f) for f in command.__slots__}
+        fields.update(command_id=existing["command_id"], booking_id=existing["booking_id"],
+                      date=day)
+        return type(command)(**fields)
+
+    # -- outcomes ------------------------------------------------------------------------
+
+    def wait(self, command_id: str, wait_ms: int) -> dict[str, Any] | None:
+        """The outcome of ``command_id``, waiting at most ``wait_ms``; None if still pending."""
+        calendar_id, day = parse_command_id(command_id)
+        keys = DayKeys.of(calendar_id, day)
+        if wait_ms > 0:
+            # Rotating the reply list (not popping it) lets every waiter of a command see it.
+            raw = self.blocking.blmove(keys.reply(command_id), keys.reply(command_id),
+                                       wait_ms / 1000, "LEFT", "RIGHT")
+            if raw:
+                return json.loads(raw)
+        raw = self.store.outcome(keys, command_id)
+        return json.loads(raw) if raw else None
+
+    def status(self, command_id: str) -> dict[str, Any] | None:
+        """``{"command_id", "status", ...}`` or None for an unknown command."""
+        calendar_id, day = parse_command_id(command_id)
+        raw = self.store.outcome(DayKeys.of(calendar_id, day), command_id)
+        if raw is None:
+            return None
+        if raw == "":
+            return {"command_id": command_id, "status": "pending"}
+        return json.loads(raw)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def read_day(self, calendar_id: str, day: date) -> DayView:
+        calendar = self.catalog.get(calendar_id)
+        state = self.store.read_state(DayKeys.of(calendar_id, day))
+        return DayView(calendar, day, state.version, state.bookings, state.pending)
+
+    def get_booking(self, calendar_id: str, booking_id: str) -> dict[str, Any] | None:
+        view = self.read_day(calendar_id, parse_booking_id(booking_id))
+        for booking in view.bookings:
+            if booking["id"] == booking_id:
+                return booking
+        return None
+
+    def backlog(self, calendar_id: str, day: date) -> int:
+        return self.store.read_state(DayKeys.of(calendar_id, day)).pending
+
+    def partition(self, calendar_id: str, day: date) -> str:
+        return partition(calendar_id, day)

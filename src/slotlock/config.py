@@ -1,0 +1,64 @@
+"""Settings, read from the environment by a function (never at import time)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str):
+    return Field(validation_alias=AliasChoices(name))
+
+
+class Settings(BaseSettings):
+    """Every knob of slotlock. ``Settings()`` reads the environment; tests pass overrides."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
+    port: int = Field(8000, validation_alias="PORT")
+    secret_key: str | None = Field(None, validation_alias="SECRET_KEY")
+    env: str = Field("development", validation_alias="SLOTLOCK_ENV")
+    lease_ttl_ms: int = Field(2000, validation_alias="SLOTLOCK_LEASE_TTL_MS", ge=100)
+    reply_timeout_ms: int = Field(5000, validation_alias="SLOTLOCK_REPLY_TIMEOUT_MS", ge=0)
+    worker_id: str | None = Field(None, validation_alias="SLOTLOCK_WORKER_ID")
+    default_timezone: str = Field("UTC", validation_alias="SLOTLOCK_DEFAULT_TIMEZONE")
+    batch_size: int = Field(256, validation_alias="SLOTLOCK_BATCH_SIZE", ge=1, le=5000)
+    backlog_limit: int = Field(10_000, validation_alias="SLOTLOCK_BACKLOG_LIMIT", ge=0)
+    idle_release_ms: int = Field(3000, validation_alias="SLOTLOCK_IDLE_RELEASE_MS", ge=0)
+    reply_ttl_ms: int = Field(120_000, validation_alias="SLOTLOCK_REPLY_TTL_MS", ge=1000)
+    idempotency_ttl_s: int = Field(86_400, validation_alias="SLOTLOCK_IDEMPOTENCY_TTL_S", ge=60)
+    redis_timeout_ms: int = Field(2000, validation_alias="SLOTLOCK_REDIS_TIMEOUT_MS", ge=100)
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from .model.timeutil import zone
+
+        zone(value)
+        return value
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Settings:
+        if not self.worker_id:
+            self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
+        if not self.secret_key:
+            if self.env == "production":
+                raise ValueError("SECRET_KEY is required when SLOTLOCK_ENV=production")
+            self.secret_key = secrets.token_hex(32)
+        if ":" in self.worker_id:
+            raise ValueError("SLOTLOCK_WORKER_ID may not contain ':'")
+        return self
+
+    @property
+    def renew_interval_ms(self) -> int:
+        """Renew a lease three times per TTL, so two renewals may fail before it lapses."""
+        return max(self.lease_ttl_ms // 3, 30)
+
+
+def load_settings(**overrides) -> Settings:
+    return Settings(**overrides)

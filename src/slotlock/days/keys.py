@@ -1,0 +1,92 @@
+"""Every Redis key name slotlock uses is built here.
+
+Keys of one day share the hash tag ``{<calendar>:<date>}`` so each day script
+touches one Redis Cluster slot. Keys outside a day are never passed to a day script.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+PREFIX = "sl"
+
+ACTIVE = f"{PREFIX}:active"  # zset: partitions that may have queued commands
+READY = f"{PREFIX}:ready"  # stream: "this partition has new work" wake-ups for workers
+CALENDARS = f"{PREFIX}:calendars"  # set of calendar ids
+WORKERS = f"{PREFIX}:workers"  # hash: worker id -> status json
+DAYS = f"{PREFIX}:days"  # zset: every partition ever written, scored by local date ordinal
+
+
+def partition(calendar_id: str, day: date) -> str:
+    return f"{calendar_id}:{day.isoformat()}"
+
+
+def split_partition(part: str) -> tuple[str, date]:
+    calendar_id, _, day = part.rpartition(":")
+    return calendar_id, date.fromisoformat(day)
+
+
+def calendar_key(calendar_id: str) -> str:
+    return f"{PREFIX}:cal:{calendar_id}"
+
+
+def calendar_revisions_key(calendar_id: str) -> str:
+    return f"{PREFIX}:cal:{calendar_id}:revisions"
+
+
+def idempotency_key(actor: str, key: str) -> str:
+    return f"{PREFIX}:idem:{actor}:{key}"
+
+
+def worker_alive_key(worker_id: str) -> str:
+    return f"{PREFIX}:worker:{worker_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class DayKeys:
+    part: str
+
+    @classmethod
+    def of(cls, calendar_id: str, day: date) -> DayKeys:
+        return cls(partition(calendar_id, day))
+
+    @property
+    def tag(self) -> str:
+        return "{" + self.part + "}"
+
+    @property
+    def cmds(self) -> str:
+        return f"{PREFIX}:{self.tag}:cmds"
+
+    @property
+    def state(self) -> str:
+        return f"{PREFIX}:{self.tag}:state"
+
+    @property
+    def lease(self) -> str:
+        return f"{PREFIX}:{self.tag}:lease"
+
+    @property
+    def fence(self) -> str:
+        return f"{PREFIX}:{self.tag}:fence"
+
+    @property
+    def done(self) -> str:
+        return f"{PREFIX}:{self.tag}:done"
+
+    @property
+    def idem(self) -> str:
+        return f"{PREFIX}:{self.tag}:idem"
+
+    @property
+    def outbox(self) -> str:
+        return f"{PREFIX}:{self.tag}:outbox"
+
+    @property
+    def tokens(self) -> str:
+        """List of every token that committed, in commit order (the audit checks it grows)."""
+        return f"{PREFIX}:{self.tag}:tokens"
+
+    def reply(self, command_id: str) -> str:
+        return f"{PREFIX}:{self.tag}:reply:{command_id}"

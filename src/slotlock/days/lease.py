@@ -1,0 +1,81 @@
+"""The fenced, expiring lease on one calendar-day.
+
+A plain Redis lock (``SET NX PX`` with a random value, as redis-py's ``Lock``) does
+not protect the data: the holder can pause past the expiry and keep writing.
+
+    worker A          acquire (token 7) ── decide batch ── ✕ paused (GC, SIGSTOP) ─────────── resumes: commit(token 7)
+    lease             ██████ token 7 ██████░░ expired
+    worker B                                    acquire (token 8) ── decide ── commit(token 8) ✓
+    Redis commit.lua                                                      token 8 current ✓   token 7 ≠ lease → refused
+
+Every grant takes a new token from the day's counter (``sl:{P}:fence``), and the
+commit script compares the lease value ``token:holder`` *inside Redis*, atomically
+with the write. A stale holder's late commit is refused as a whole; the commands it
+decided stay queued after the committed cursor and the new holder decides them.
+
+Renew and release only ever touch a lease that still carries our token, so an old
+holder cannot extend or delete its successor's lease.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from ..errors import LeaseLost
+from .keys import DayKeys
+from .scripts import Scripts
+
+
+class DayLease:
+    def __init__(self, client: redis.Redis, scripts: Scripts, keys: DayKeys, holder: str,
+                 ttl_ms: int):
+        self.client = client
+        self.scripts = scripts
+        self.keys = keys
+        self.holder = holder
+        self.ttl_ms = ttl_ms
+        self.token: int | None = None
+        self.expires_at = 0.0  # our own, conservative view: time.monotonic() of the grant + ttl
+
+    @property
+    def value(self) -> str:
+        return f"{self.token}:{self.holder}"
+
+    @property
+    def held(self) -> bool:
+        return self.token is not None
+
+    def acquire(self) -> bool:
+        """Take the lease if nobody holds it. Returns False (and sets ``retry_in_ms``) if held."""
+        started = time.monotonic()
+        result = self.scripts.lease_acquire(
+            keys=[self.keys.lease, self.keys.fence], args=[self.holder, self.ttl_ms]
+        )
+        if int(result[0]) == 1:
+            self.token = int(result[1])
+            self.expires_at = started + self.ttl_ms / 1000
+            return True
+        self.token = None
+        pttl = int(result[2])
+        self.retry_in_ms = pttl if pttl > 0 else 0
+        return False
+
+    def renew(self) -> None:
+        if self.token is None:
+            raise LeaseLost("renew without a lease", day=self.keys.part)
+        started = time.monotonic()
+        ok = self.scripts.lease_renew(keys=[self.keys.lease], args=[self.value, self.ttl_ms])
+        if not int(ok):
+            token, self.token = self.token, None
+            raise LeaseLost("lease expired or passed to another worker", day=self.keys.part,
+                            token=token)
+        self.expires_at = started + self.ttl_ms / 1000
+
+    def release(self) -> bool:
+        if self.token is None:
+            return False
+        ok = self.scripts.lease_release(keys=[self.keys.lease], args=[self.value])
+        self.token = None
+        return bool(int(ok))

@@ -1,0 +1,32 @@
+"""Loads the ``.lua`` files beside the modules once and registers them per client."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import redis
+
+HERE = Path(__file__).parent
+
+
+@lru_cache(maxsize=None)
+def source(name: str) -> str:
+    return (HERE / f"{name}.lua").read_text()
+
+
+class Scripts:
+    """The registered scripts of one Redis client (``redis.commands.core.Script`` each)."""
+
+    NAMES = (
+        "lease_acquire",
+        "lease_renew",
+        "lease_release",
+        "submit",
+        "commit",
+        "index_remove",
+    )
+
+    def __init__(self, client: redis.Redis):
+        for name in self.NAMES:
+            setattr(self, name, client.register_script(source(name)))

@@ -1,0 +1,106 @@
+"""A day's command stream and committed state: submit, read, and the fenced commit."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import redis
+
+from ..errors import Backpressure, CursorMismatch, FenceRejected
+from .keys import DayKeys
+from .lease import DayLease
+from .scripts import Scripts
+
+START = "0-0"
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    command_id: str  # the command that will decide: ours, or the first one with this key
+    duplicate: bool
+    stream_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    bookings: list  # booking dicts
+    cursor: str
+    version: int
+    pending: int
+    applied: int
+    token: int | None
+
+
+def _stored_state(raw: list) -> StoredState:
+    bookings, cursor, version, pending, applied, token = raw
+    return StoredState(
+        bookings=json.loads(bookings) if bookings else [],
+        cursor=cursor or START,
+        version=int(version or 0),
+        pending=int(pending or 0),
+        applied=int(applied or 0),
+        token=int(token) if token else None,
+    )
+
+
+STATE_FIELDS = ("bookings", "cursor", "version", "pending", "applied", "token")
+
+
+class DayStore:
+    def __init__(self, client: redis.Redis, scripts: Scripts | None = None):
+        self.client = client
+        self.scripts = scripts or Scripts(client)
+
+    def submit(self, keys: DayKeys, command_id: str, command_json: str,
+               idempotency_key: str | None = None, backlog_limit: int = 0) -> Submitted:
+        kind, value = self.scripts.submit(
+            keys=[keys.cmds, keys.idem, keys.state, keys.done],
+            args=[command_id, command_json, idempotency_key or "", backlog_limit],
+        )
+        if kind == "busy":
+            raise Backpressure(keys.part, int(value))
+        if kind == "duplicate":
+            return Submitted(value, True)
+        return Submitted(command_id, False, value)
+
+    def read_state(self, keys: DayKeys) -> StoredState:
+        return _stored_state(self.client.hmget(keys.state, STATE_FIELDS))
+
+    def read_commands(self, keys: DayKeys, after: str, count: int) -> list[tuple[str, str]]:
+        entries = self.client.xrange(keys.cmds, min=f"({after}", max="+", count=count)
+        return [(entry_id, fields["c"]) for entry_id, fields in entries]
+
+    def last_stream_id(self, keys: DayKeys) -> str | None:
+        entries = self.client.xrevrange(keys.cmds, count=1)
+        return entries[0][0] if entries else None
+
+    def outcome(self, keys: DayKeys, command_id: str) -> str | None:
+        return self.client.hget(keys.done, command_id)
+
+    def commit(self, lease: DayLease, base_cursor: str, new_cursor: str, bookings_json: str,
+               version: int, outcomes: list[tuple[str, str]], events: list[str],
+               reply_ttl_ms: int) -> int:
+        """Write a decided batch atomically; refused as a whole unless our token is current."""
+        keys = lease.keys
+        args: list = [lease.value, lease.token, base_cursor, new_cursor, bookings_json, version,
+                      reply_ttl_ms, len(outcomes), len(events)]
+        for command_id, outcome_json in outcomes:
+            args.append(command_id)
+            args.append(outcome_json)
+        args.extend(events)
+        result = self.scripts.commit(
+            keys=[keys.lease, keys.state, keys.done, keys.outbox, keys.tokens,
+                  *(keys.reply(cid) for cid, _ in outcomes)],
+            args=args,
+        )
+        if int(result[0]) == 1:
+            return int(result[1])
+        if result[1] == "fenced":
+            raise FenceRejected(f"commit refused, lease is now {result[2] or 'free'!r}",
+                                day=keys.part, token=lease.token)
+        cursor, token = result[2], result[3]
+        if cursor == new_cursor and token == str(lease.token):
+            return version  # our own commit, whose reply was lost and the call repeated
+        raise CursorMismatch(f"commit refused, cursor is {cursor} not {base_cursor}",
+                             day=keys.part, token=lease.token)

@@ -1,0 +1,66 @@
+"""Infrastructure failures. A Lua script's failure value becomes one of these in one place."""
+
+from __future__ import annotations
+
+
+class SlotlockError(Exception):
+    """Base of every slotlock infrastructure error."""
+
+
+class DayError(SlotlockError):
+    def __init__(self, message: str, *, day: str, token: int | None = None):
+        super().__init__(f"{message} (day {day}, token {token})")
+        self.day = day
+        self.token = token
+
+
+class LeaseLost(DayError):
+    """The lease this worker held on a day expired or passed to another worker."""
+
+
+class FenceRejected(DayError):
+    """Redis refused a commit: the token it carried is no longer the day's current one."""
+
+
+class CursorMismatch(DayError):
+    """Redis refused a commit: the day's cursor moved since this worker read it."""
+
+
+class ReplyTimeout(SlotlockError):
+    """No outcome arrived within the bound; the command stays queued."""
+
+    def __init__(self, command_id: str):
+        super().__init__(f"no outcome for {command_id} yet; it stays queued")
+        self.command_id = command_id
+
+
+class Backpressure(SlotlockError):
+    """A day's backlog passed its limit; the caller should retry later."""
+
+    def __init__(self, day: str, pending: int):
+        super().__init__(f"day {day} has {pending} commands waiting")
+        self.day = day
+        self.pending = pending
+
+
+class IdempotencyMismatch(SlotlockError):
+    """An idempotency key came back with a different request body."""
+
+    def __init__(self, key: str, command_id: str):
+        super().__init__(f"idempotency key {key!r} was used for a different request")
+        self.key = key
+        self.command_id = command_id
+
+
+class UnknownCalendar(SlotlockError):
+    def __init__(self, calendar_id: str):
+        super().__init__(f"no calendar {calendar_id!r}")
+        self.calendar_id = calendar_id
+
+
+class InvalidRequest(SlotlockError):
+    """A request that cannot become a command (bad time, unknown id format)."""
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field

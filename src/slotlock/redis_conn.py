@@ -1,0 +1,29 @@
+"""Redis clients. Retries are off: callers decide what a failed call means.
+
+redis-py 8 retries a failed call ten times with backoff by default; for a commit
+script that hides whether the write happened, and for a web request it turns a
+down Redis into a long hang instead of a quick 503.
+"""
+
+from __future__ import annotations
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+
+def connect(url: str, *, timeout_ms: int = 2000, **kwargs) -> redis.Redis:
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout_ms / 1000,
+        socket_connect_timeout=min(timeout_ms, 1000) / 1000,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+        decode_responses=True,
+        **kwargs,
+    )
+
+
+def connect_blocking(url: str, *, block_ms: int, timeout_ms: int = 2000) -> redis.Redis:
+    """A client of its own for blocking reads, whose socket outlives the longest block."""
+    return connect(url, timeout_ms=block_ms + timeout_ms)

@@ -1,0 +1,1 @@
+"""Processes that do the work: the lease worker (serial applier per day) and rq jobs."""
