@@ -11,13 +11,13 @@ import click
 import redis
 from pydantic import ValidationError
 
-from . import logs
-from .catalog import Catalog
-from .config import Settings
-from .days.keys import ACTIVE, WORKERS, DayKeys, worker_alive_key
-from .days.store import DayStore
-from .model import Calendar, Rules
-from .redis_conn import connect
+from .. import logs
+from ..catalog import Catalog
+from ..config import Settings
+from ..days.keys import ACTIVE, WORKERS, DayKeys, worker_alive_key
+from ..days.store import DayStore
+from ..model import Calendar, Rules
+from ..redis_conn import connect
 
 
 def settings_or_exit() -> Settings:
@@ -46,7 +46,7 @@ def main() -> None:
 @main.command()
 def worker() -> None:
     """Run a lease worker: applies the commands of the days it holds, serially per day."""
-    from .workers.lease_worker import LeaseWorker
+    from ..workers.lease_worker import LeaseWorker
 
     logs.setup("worker")
     settings = settings_or_exit()
