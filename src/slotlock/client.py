@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -25,6 +26,8 @@ from .ids import new_ids, parse_booking_id, parse_command_id
 from .model import Book, Calendar, Cancel, Command
 from .model.timeutil import TimeError, local_date, to_utc
 from .redis_conn import connect, connect_blocking
+
+CALENDAR_CACHE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +82,24 @@ class Client:
         self.store = DayStore(self.redis, self.scripts)
         self.index = WorkIndex(self.redis, self.scripts)
         self.catalog = Catalog(self.redis)
+        self._calendars: dict[str, tuple[float, Calendar]] = {}
 
     # -- commands ------------------------------------------------------------------------
+
+    def calendar(self, calendar_id: str) -> Calendar:
+        """A calendar, cached for a second: only its time zone is used before the worker."""
+        now = time.monotonic()
+        cached = self._calendars.get(calendar_id)
+        if cached and cached[0] > now:
+            return cached[1]
+        calendar = self.catalog.get(calendar_id)
+        self._calendars[calendar_id] = (now + CALENDAR_CACHE_S, calendar)
+        return calendar
 
     def book(self, actor: str, calendar_id: str, start: datetime, end: datetime, title: str, *,
              admin: bool = False, idempotency_key: str | None = None,
              wait_ms: int | None = None) -> Result:
-        calendar = self.catalog.get(calendar_id)
+        calendar = self.calendar(calendar_id)
         try:
             start_utc = to_utc(start, calendar.tz)
             end_utc = to_utc(end, calendar.tz)
@@ -99,7 +113,7 @@ class Client:
 
     def cancel(self, actor: str, calendar_id: str, booking_id: str, *, admin: bool = False,
                idempotency_key: str | None = None, wait_ms: int | None = None) -> Result:
-        calendar = self.catalog.get(calendar_id)
+        calendar = self.calendar(calendar_id)
         day = parse_booking_id(booking_id)
         command_id, _ = new_ids(calendar.id, day)
         command = Cancel(command_id, actor, calendar.id, day, booking_id, admin=admin,
@@ -112,13 +126,15 @@ class Client:
             command = self._reserve_key(command)
         keys = DayKeys.of(command.calendar, command.date)
         scoped_key = f"{command.actor}:{command.idempotency_key}" if command.idempotency_key else None
-        submitted = self.store.submit(
-            keys, command.command_id, json.dumps(command.to_dict()), scoped_key,
-            self.settings.backlog_limit,
-        )
-        if not submitted.duplicate:
-            self.index.mark(keys.part)
-        wait = self.settings.reply_timeout_ms if wait_ms is None else wait_ms
+        # One round trip: append, then bump the index and wake the workers (a spurious
+        # wake-up after a duplicate or a refusal costs a worker one empty read).
+        pipe = self.redis.pipeline(transaction=False)
+        self.store.submit(keys, command.command_id, json.dumps(command.to_dict()), scoped_key,
+                          self.settings.backlog_limit, pipe=pipe)
+        self.index.mark(keys.part, pipe=pipe)
+        submitted = self.store.submitted(keys, command.command_id, pipe.execute()[0])
+        wait = self.settings.reply_timeout_ms if wait_ms is None else min(
+            wait_ms, self.settings.reply_timeout_ms)
         outcome = self.wait(submitted.command_id, wait)
         return Result(submitted.command_id, outcome, submitted.duplicate)
 

@@ -59,7 +59,7 @@ class DayLease:
             return True
         self.token = None
         pttl = int(result[2])
-        self.retry_in_ms = pttl if pttl > 0 else 0
+        self.retry_in_ms = max(0, pttl)
         return False
 
     def renew(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import redis
@@ -10,7 +10,7 @@ import redis
 HERE = Path(__file__).parent
 
 
-@lru_cache(maxsize=None)
+@cache
 def source(name: str) -> str:
     return (HERE / f"{name}.lua").read_text()
 

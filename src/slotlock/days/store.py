@@ -53,11 +53,21 @@ class DayStore:
         self.scripts = scripts or Scripts(client)
 
     def submit(self, keys: DayKeys, command_id: str, command_json: str,
-               idempotency_key: str | None = None, backlog_limit: int = 0) -> Submitted:
-        kind, value = self.scripts.submit(
+               idempotency_key: str | None = None, backlog_limit: int = 0,
+               pipe=None) -> Submitted | None:
+        """Append a command. With ``pipe``, queue the call there and read it with ``submitted``."""
+        reply = self.scripts.submit(
             keys=[keys.cmds, keys.idem, keys.state, keys.done],
             args=[command_id, command_json, idempotency_key or "", backlog_limit],
+            client=pipe,
         )
+        if pipe is not None:
+            return None
+        return self.submitted(keys, command_id, reply)
+
+    @staticmethod
+    def submitted(keys: DayKeys, command_id: str, reply) -> Submitted:
+        kind, value = reply
         if kind == "busy":
             raise Backpressure(keys.part, int(value))
         if kind == "duplicate":

@@ -7,11 +7,10 @@ which is wrong on the 25-hour day. Local time is only for parsing and display.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta  # noqa: F401 (UTC re-exported)
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-UTC = timezone.utc
 
 
 class TimeError(ValueError):

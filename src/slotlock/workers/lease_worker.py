@@ -36,7 +36,8 @@ log = logging.getLogger("slotlock.worker")
 
 BLOCK_MS = 50  # longest blocking read; also the sweep period for orphaned days
 HEARTBEAT_S = 1.0
-FAILPOINT_ENV = "SLOTLOCK_FAILPOINT"  # test-only, e.g. "stop_before_commit:1"
+FAILPOINT_ENV = "SLOTLOCK_FAILPOINT"  # test-only: "stop_before_commit:N" or "sleep_before_commit:N"
+FAILPOINTS = ("stop_before_commit", "sleep_before_commit")
 
 
 class _Wake(Exception):
@@ -130,6 +131,10 @@ class LeaseWorker:
             return 1
         self.shutdown()
         return 0
+
+    def request_stop(self) -> None:
+        """Warm stop from another thread (tests, ``slotlock up``)."""
+        self._stop = "warm"
 
     def _on_signal(self, signum, frame) -> None:
         if self._stop:
@@ -372,7 +377,7 @@ class LeaseWorker:
         if not raw:
             return None
         name, _, nth = raw.partition(":")
-        if name != "stop_before_commit":
+        if name not in FAILPOINTS:
             raise ValueError(f"unknown failpoint {raw!r}")
         return name, int(nth or 1)
 
@@ -380,13 +385,17 @@ class LeaseWorker:
         if self._failpoint is None:
             return
         self._commits_seen += 1
-        if self._commits_seen == self._failpoint[1]:
-            log.warning("FAILPOINT stop_before_commit: %s token %d, stopping myself", part,
-                        owned.lease.token)
-            for handler in logging.getLogger().handlers:
-                handler.flush()
-            os.kill(os.getpid(), signal.SIGSTOP)
-            log.warning("FAILPOINT resumed: committing %s with token %d", part, owned.lease.token)
+        name, nth = self._failpoint
+        if self._commits_seen != nth:
+            return
+        log.warning("FAILPOINT %s: %s token %d", name, part, owned.lease.token)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        if name == "stop_before_commit":
+            os.kill(os.getpid(), signal.SIGSTOP)  # the test resumes us with SIGCONT
+        else:
+            time.sleep(30)  # only a second SIGTERM (cold stop) cuts this short
+        log.warning("FAILPOINT resumed: committing %s with token %d", part, owned.lease.token)
 
     # -- stopping ------------------------------------------------------------------------
 

@@ -1,0 +1,138 @@
+"""The client and a lease worker (in a thread) against a real redis-server."""
+
+import threading
+import time
+from datetime import date, datetime
+
+import pytest
+
+from slotlock.catalog import Catalog
+from slotlock.client import Client
+from slotlock.days.keys import ACTIVE, DayKeys
+from slotlock.errors import Backpressure, IdempotencyMismatch, InvalidRequest
+from slotlock.model import Calendar, Rules
+from slotlock.workers.lease_worker import LeaseWorker
+from tests.conftest import make_settings
+
+DAY = date(2026, 12, 1)
+
+
+def at(h, m=0, on=DAY):
+    return datetime(on.year, on.month, on.day, h, m)
+
+
+@pytest.fixture
+def settings(redis_server, real_redis):
+    return make_settings(redis_url=redis_server.url, lease_ttl_ms=500, idle_release_ms=200,
+                         reply_timeout_ms=3000)
+
+
+@pytest.fixture
+def client(settings):
+    Catalog(Client(settings).redis).ensure_default("Europe/Berlin")
+    return Client(settings)
+
+
+class ThreadWorker:
+    def __init__(self, settings, name="w1"):
+        self.worker = LeaseWorker(settings.model_copy(update={"worker_id": name}))
+        self.thread = threading.Thread(target=self.worker.work,
+                                       kwargs={"install_signals": False}, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self.worker
+
+    def __exit__(self, *exc):
+        self.worker.request_stop()
+        self.thread.join(5)
+        assert not self.thread.is_alive()
+
+
+def test_book_conflict_and_cancel_roundtrip(settings, client):
+    with ThreadWorker(settings):
+        first = client.book("alice", "main", at(10), at(11), "standup")
+        assert first.outcome["status"] == "accepted"
+        booking = first.outcome["booking"]
+        assert booking["start"] == "2026-12-01T10:00:00+01:00"
+        clash = client.book("bob", "main", at(10, 30), at(11, 30), "retro")
+        assert clash.outcome["error"]["code"] == "overlap"
+        assert clash.outcome["error"]["details"]["conflicts"][0]["id"] == booking["id"]
+        forbidden = client.cancel("bob", "main", booking["id"])
+        assert forbidden.outcome["error"]["code"] == "forbidden"
+        gone = client.cancel("alice", "main", booking["id"])
+        assert gone.outcome["status"] == "accepted"
+        view = client.read_day("main", DAY)
+        assert view.bookings == [] and view.version == 2
+        assert client.status(first.command_id)["status"] == "accepted"
+        assert client.status(clash.command_id)["status"] == "rejected"
+
+
+def test_nothing_is_lost_while_no_worker_runs(settings, client):
+    queued = client.book("alice", "main", at(9), at(10), "early", wait_ms=0)
+    assert queued.pending
+    assert client.status(queued.command_id) == {"command_id": queued.command_id,
+                                               "status": "pending"}
+    with ThreadWorker(settings):
+        outcome = client.wait(queued.command_id, 3000)
+    assert outcome["status"] == "accepted"
+    assert client.read_day("main", DAY).bookings[0]["title"] == "early"
+
+
+def test_idempotency_key_returns_the_first_outcome(settings, client):
+    with ThreadWorker(settings):
+        one = client.book("alice", "main", at(12), at(13), "lunch", idempotency_key="k-1")
+        two = client.book("alice", "main", at(12), at(13), "lunch", idempotency_key="k-1")
+        assert two.duplicate and two.command_id == one.command_id
+        assert two.outcome == one.outcome
+        with pytest.raises(IdempotencyMismatch):
+            client.book("alice", "main", at(14), at(15), "lunch", idempotency_key="k-1")
+        other_user = client.book("bob", "main", at(14), at(15), "tea", idempotency_key="k-1")
+        assert other_user.outcome["status"] == "accepted"
+    assert len(client.read_day("main", DAY).bookings) == 2
+
+
+def test_time_in_the_spring_gap_is_an_invalid_request(client):
+    with pytest.raises(InvalidRequest, match="does not exist"):
+        client.book("alice", "main", datetime(2026, 3, 29, 2, 30), datetime(2026, 3, 29, 3, 30),
+                    "x", wait_ms=0)
+
+
+def test_rule_changes_apply_to_later_commands(settings, client):
+    with ThreadWorker(settings):
+        assert client.book("a", "main", at(8), at(11), "long").outcome["status"] == "accepted"
+        client.catalog.put(Calendar("main", "Main", "Europe/Berlin",
+                                    Rules(max_length_minutes=60)))
+        late = client.book("a", "main", at(12), at(15), "long")
+        assert late.outcome["error"]["code"] == "rule_violation"
+        assert late.outcome["rules_revision"] == 2
+
+
+def test_idle_day_is_released_and_dropped_from_the_index(settings, client):
+    with ThreadWorker(settings) as worker:
+        client.book("alice", "main", at(16), at(17), "x")
+        keys = DayKeys.of("main", DAY)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and client.redis.exists(keys.lease):
+            time.sleep(0.05)
+        assert not client.redis.exists(keys.lease)
+        assert client.redis.zscore(ACTIVE, keys.part) is None
+        assert worker.stats["released"] >= 1
+        # and work after the release is picked up again
+        assert client.book("bob", "main", at(18), at(19), "y").outcome["status"] == "accepted"
+
+
+def test_backpressure_when_the_backlog_is_full(settings, client):
+    tight = Client(settings.model_copy(update={"backlog_limit": 2}))
+    tight.book("a", "main", at(1), at(2), "x", wait_ms=0)
+    tight.book("a", "main", at(3), at(4), "x", wait_ms=0)
+    with pytest.raises(Backpressure):
+        tight.book("a", "main", at(5), at(6), "x", wait_ms=0)
+
+
+def test_many_days_are_served_by_one_worker(settings, client):
+    with ThreadWorker(settings) as worker:
+        results = [client.book("a", "main", at(10, on=date(2027, 1, d)), at(11, on=date(2027, 1, d)),
+                               "x") for d in range(1, 11)]
+        assert all(r.outcome["status"] == "accepted" for r in results)
+        assert worker.stats["acquired"] >= 10

@@ -1,0 +1,88 @@
+"""Real processes for end-to-end tests: started with a log file, stopped by pid."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.01, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Proc:
+    """One slotlock process (``python -m slotlock ARGS``) writing to its own log file."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str]):
+        self.args = args
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1", **env)
+        self.proc = subprocess.Popen([sys.executable, "-m", "slotlock", *args], env=full_env,
+                                     stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, pattern: str, timeout: float = 10.0) -> re.Match:
+        regex = re.compile(pattern)
+        return wait_for(lambda: regex.search(self.log()), timeout, 0.02,
+                        f"/{pattern}/ in {self.log_path.name}:\n{self.log()[-3000:]}")
+
+    def state(self) -> str:
+        """The kernel's process state letter (R, S, T for stopped, Z)."""
+        try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except FileNotFoundError:
+            return "gone"
+        return stat.rsplit(")", 1)[1].split()[0]
+
+    def send(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.pid, sig)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGCONT)
+                os.kill(self.pid, signal.SIGTERM)
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+class Procs:
+    """Every process a test started, stopped by pid at the end even if the test failed."""
+
+    def __init__(self, tmp_path: Path, env: dict[str, str]):
+        self.tmp_path = tmp_path
+        self.env = env
+        self.started: list[Proc] = []
+
+    def worker(self, name: str, **env) -> Proc:
+        merged = {**self.env, "SLOTLOCK_WORKER_ID": name, **{k: str(v) for k, v in env.items()}}
+        proc = Proc(["worker"], self.tmp_path / f"{name}.log", merged)
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            proc.stop()

@@ -1,0 +1,128 @@
+"""Truth tables, one per rule."""
+
+from datetime import time
+
+import pytest
+
+from slotlock.model import decide, evolve
+from slotlock.model import rules as R
+
+from .factories import NOW, at, book, calendar, day
+
+
+def booking_of(cmd):
+    outcome = decide(day(calendar()), cmd, NOW)
+    return outcome.event.booking
+
+
+def run_rule(rule, cal, start, end, title="meeting", existing=()):
+    d = day(cal)
+    for s, e, owner in existing:
+        d = evolve(d, decide(d, book(s, e, cal=cal, actor=owner), NOW).event)
+    cmd = book(start, end, cal=cal, title=title)
+    from slotlock.model.booking import Booking
+
+    candidate = Booking(cmd.booking_id, cal.id, cmd.start, cmd.end, cmd.title, cmd.actor, NOW)
+    return rule(d, candidate)
+
+
+@pytest.mark.parametrize("title, ok", [
+    ("x", True), ("a" * 200, True), ("", False), ("   ", False), ("a" * 201, False),
+    ("tab\there", False), ("Café ☕ planning", True),
+])
+def test_title_limits(title, ok):
+    v = run_rule(R.title_limits, calendar(), at(10), at(11), title=title)
+    assert (v is None) == ok
+    if not ok:
+        assert v.code == "invalid"
+
+
+@pytest.mark.parametrize("start, end, ok", [
+    (at(10), at(11), True), (at(11), at(10), False), (at(10), at(10), False),
+])
+def test_positive_length(start, end, ok):
+    assert (run_rule(R.positive_length, calendar(), start, end) is None) == ok
+
+
+@pytest.mark.parametrize("start, end, ok", [
+    (at(0), at(1), True),
+    (at(23), at(24), True),          # may end at the midnight that closes the day
+    (at(23), at(24, 15), False),     # crosses into the next day
+    (at(-1), at(1), False),          # starts the day before
+])
+def test_within_local_day(start, end, ok):
+    v = run_rule(R.within_local_day, calendar(), start, end)
+    assert (v is None) == ok
+    if not ok:
+        assert v.code == "invalid"
+
+
+@pytest.mark.parametrize("granularity, start, end, ok", [
+    (15, at(10), at(10, 15), True),
+    (15, at(10, 5), at(10, 20), False),
+    (15, at(10), at(10, 20), False),
+    (30, at(10), at(10, 30), True),
+    (30, at(10, 15), at(10, 45), False),
+    (60, at(9), at(11), True),
+])
+def test_granularity(granularity, start, end, ok):
+    v = run_rule(R.granularity, calendar(granularity_minutes=granularity), start, end)
+    assert (v is None) == ok
+    if not ok:
+        assert v.code == "rule_violation" and v.details["rule"] == "granularity"
+
+
+@pytest.mark.parametrize("rules, start, end, ok", [
+    ({}, at(10), at(10, 15), True),
+    ({"max_length_minutes": 60}, at(10), at(11), True),
+    ({"max_length_minutes": 60}, at(10), at(11, 15), False),
+    ({"min_length_minutes": 30}, at(10), at(10, 15), False),
+    ({"min_length_minutes": 30}, at(10), at(10, 30), True),
+])
+def test_length_limits(rules, start, end, ok):
+    assert (run_rule(R.length_limits, calendar(**rules), start, end) is None) == ok
+
+
+@pytest.mark.parametrize("open_from, open_until, start, end, ok", [
+    (time(8), time(18), at(8), at(9), True),
+    (time(8), time(18), at(7, 45), at(9), False),
+    (time(8), time(18), at(17), at(18), True),
+    (time(8), time(18), at(17), at(18, 15), False),
+    (time(8), None, at(23), at(24), True),
+    (time(0), time(18), at(23), at(24), False),
+])
+def test_opening_hours(open_from, open_until, start, end, ok):
+    cal = calendar(open_from=open_from, open_until=open_until)
+    assert (run_rule(R.opening_hours, cal, start, end) is None) == ok
+
+
+@pytest.mark.parametrize("buffer, existing, start, end, conflicts", [
+    (0, [(at(10), at(11))], at(11), at(12), 0),          # touching is fine
+    (0, [(at(10), at(11))], at(10, 45), at(11, 15), 1),
+    (0, [(at(10), at(11))], at(9), at(12), 1),           # encloses
+    (0, [(at(10), at(11))], at(10, 15), at(10, 30), 1),  # enclosed
+    (0, [(at(10), at(11)), (at(12), at(13))], at(10, 30), at(12, 30), 2),
+    (15, [(at(10), at(11))], at(11), at(12), 1),         # inside the buffer
+    (15, [(at(10), at(11))], at(11, 15), at(12), 0),
+])
+def test_no_overlap(buffer, existing, start, end, conflicts):
+    v = run_rule(R.no_overlap, calendar(buffer_minutes=buffer), start, end,
+                 existing=[(s, e, "bob") for s, e in existing])
+    if conflicts == 0:
+        assert v is None
+    else:
+        assert v.code == "overlap"
+        assert len(v.details["conflicts"]) == conflicts
+        assert all(c["owner"] == "bob" for c in v.details["conflicts"])
+
+
+@pytest.mark.parametrize("limit, held_by_alice, ok", [
+    (None, 5, True), (2, 1, True), (2, 2, False), (1, 0, True),
+])
+def test_owner_quota(limit, held_by_alice, ok):
+    existing = [(at(h), at(h, 15), "alice") for h in range(held_by_alice)] + [(at(20), at(21), "bob")]
+    v = run_rule(R.owner_quota, calendar(max_bookings_per_owner=limit), at(12), at(13),
+                 existing=existing)
+    assert (v is None) == ok
+    if not ok:
+        assert v.code == "quota_exceeded" and len(v.details["conflicts"]) == held_by_alice
