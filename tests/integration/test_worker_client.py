@@ -136,3 +136,11 @@ def test_many_days_are_served_by_one_worker(settings, client):
                                "x") for d in range(1, 11)]
         assert all(r.outcome["status"] == "accepted" for r in results)
         assert worker.stats["acquired"] >= 10
+
+
+def test_a_queued_day_missing_from_the_index_is_found_again(settings, client):
+    queued = client.book("alice", "main", at(7), at(8), "orphan", wait_ms=0)
+    client.redis.delete(ACTIVE)  # as if the submitter died between append and index bump
+    with ThreadWorker(settings):
+        outcome = client.wait(queued.command_id, 3000)
+    assert outcome and outcome["status"] == "accepted"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import redis
 
-from .keys import ACTIVE, READY
+from .keys import ACTIVE, PREFIX, READY
 from .scripts import Scripts
 
 READY_MAXLEN = 10_000
@@ -44,6 +44,20 @@ class WorkIndex:
 
     def remove_if_unchanged(self, part: str, score: float) -> bool:
         return bool(int(self.scripts.index_remove(keys=[ACTIVE], args=[part, repr(score)])))
+
+    def reindex(self, scan_count: int = 500) -> list[str]:
+        """Put back every day whose state counts queued commands but is missing from the index.
+
+        The safety net for a submitter that died between its append and its index bump
+        (the two travel in one pipeline, so the window is tiny, but it exists).
+        """
+        restored = []
+        for key in self.client.scan_iter(match=f"{PREFIX}:{{*}}:state", count=scan_count):
+            part = key[len(PREFIX) + 2:-len("}:state")]
+            if int(self.client.hget(key, "pending") or 0) > 0 and self.score(part) is None:
+                self.mark(part)
+                restored.append(part)
+        return restored
 
     def last_wakeup_id(self) -> str:
         entries = self.client.xrevrange(READY, count=1)

@@ -36,6 +36,7 @@ log = logging.getLogger("slotlock.worker")
 
 BLOCK_MS = 50  # longest blocking read; also the sweep period for orphaned days
 HEARTBEAT_S = 1.0
+REINDEX_S = 30.0  # look for queued days missing from the index (see WorkIndex.reindex)
 FAILPOINT_ENV = "SLOTLOCK_FAILPOINT"  # test-only: "stop_before_commit:N" or "sleep_before_commit:N"
 FAILPOINTS = ("stop_before_commit", "sleep_before_commit")
 
@@ -95,6 +96,7 @@ class LeaseWorker:
         self._waiting = False
         self._next_sweep = 0.0
         self._next_heartbeat = 0.0
+        self._next_reindex = 0.0
         self._failpoint = self._read_failpoint()
         self._commits_seen = 0
 
@@ -172,6 +174,10 @@ class LeaseWorker:
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT_S
             self.heartbeat()
+        if now >= self._next_reindex:
+            self._next_reindex = now + REINDEX_S
+            for part in self.index.reindex():
+                log.warning("day %s had queued commands but was missing from the index", part)
 
     def _renew(self, part: str, owned: OwnedDay, now: float) -> None:
         try:
