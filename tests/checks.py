@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import redis
@@ -47,7 +48,7 @@ def check_day(client: redis.Redis, part: str) -> dict:
     committed = {b["id"]: b for b in json.loads(state.get("bookings") or "[]")}
     assert committed == live, "committed state differs from the fold of accepted outcomes"
     spans = sorted((parse_instant(b["start"]), parse_instant(b["end"])) for b in committed.values())
-    for (s1, e1), (s2, e2) in zip(spans, spans[1:]):
+    for (s1, e1), (s2, e2) in itertools.pairwise(spans):
         assert e1 <= s2, f"overlap: {s1}-{e1} and {s2}-{e2}"
     tokens = [int(t) for t in client.lrange(keys.tokens, 0, -1)]
     assert tokens == sorted(set(tokens)), f"token history not increasing: {tokens}"

@@ -27,7 +27,7 @@ class Proc:
     def __init__(self, args: list[str], log_path: Path, env: dict[str, str]):
         self.args = args
         self.log_path = log_path
-        self._log = open(log_path, "ab")
+        self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop())
         full_env = dict(os.environ, PYTHONUNBUFFERED="1", **env)
         self.proc = subprocess.Popen([sys.executable, "-m", "slotlock", *args], env=full_env,
                                      stdin=subprocess.DEVNULL, stdout=self._log,

@@ -1,5 +1,6 @@
 """Properties over random command sequences (hypothesis)."""
 
+import itertools
 from datetime import date, datetime, timedelta
 
 from hypothesis import given, settings
@@ -20,11 +21,11 @@ ACTORS = ["alice", "bob", "carol"]
 def scenario(draw):
     tz = draw(st.sampled_from(ZONES))
     on = draw(st.sampled_from(DATES))
-    rules = dict(
-        granularity_minutes=draw(st.sampled_from([5, 15, 30, 60])),
-        buffer_minutes=draw(st.sampled_from([0, 0, 10])),
-        max_bookings_per_owner=draw(st.sampled_from([None, None, 3])),
-    )
+    rules = {
+        "granularity_minutes": draw(st.sampled_from([5, 15, 30, 60])),
+        "buffer_minutes": draw(st.sampled_from([0, 0, 10])),
+        "max_bookings_per_owner": draw(st.sampled_from([None, None, 3])),
+    }
     cal = calendar(tz, **rules)
     opens, closes = day_bounds(on, cal.tz)
     span = int((closes - opens) / timedelta(minutes=5))
@@ -63,7 +64,7 @@ def test_no_sequence_of_commands_yields_overlapping_bookings(case):
     opens, closes = day_bounds(on, cal.tz)
     buffer = timedelta(minutes=cal.rules.buffer_minutes)
     bookings = sorted(d.bookings, key=lambda b: b.start)
-    for a, b in zip(bookings, bookings[1:]):
+    for a, b in itertools.pairwise(bookings):
         assert a.end + buffer <= b.start, (a, b)
     for b in bookings:
         assert opens <= b.start < b.end <= closes

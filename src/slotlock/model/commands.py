@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Union
+from typing import Any
 
 from .timeutil import UTC, parse_instant
 
@@ -65,7 +65,7 @@ class Cancel:
         }
 
 
-Command = Union[Book, Cancel]
+Command = Book | Cancel
 
 
 def command_from_dict(data: dict[str, Any]) -> Command:

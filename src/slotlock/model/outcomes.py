@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Union
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from .booking import Booking
@@ -27,7 +27,7 @@ class BookingCancelled:
     kind = "cancelled"
 
 
-Event = Union[BookingMade, BookingCancelled]
+Event = BookingMade | BookingCancelled
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,7 @@ class Rejected:
         }
 
 
-Outcome = Union[Accepted, Rejected]
+Outcome = Accepted | Rejected
 
 
 def outcome_from_dict(data: dict[str, Any]) -> Outcome:

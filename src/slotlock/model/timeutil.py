@@ -7,10 +7,9 @@ which is wrong on the 25-hour day. Local time is only for parsing and display.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta  # noqa: F401 (UTC re-exported)
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
 
 
 class TimeError(ValueError):
