@@ -80,7 +80,10 @@ def validation_details(exc: ValidationError) -> dict[str, Any]:
 def register(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+        headers = dict(exc.headers)
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="slotlock"'
+        return error_response(exc.status, exc.code, exc.message, exc.details, headers)
 
     @app.errorhandler(ValidationError)
     def _invalid_body(exc: ValidationError):

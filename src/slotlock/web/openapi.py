@@ -99,6 +99,11 @@ def document() -> dict[str, Any]:
         "/api/v1/commands/{command_id}": {"get": _op(
             "commandStatus", "Pending, accepted or rejected",
             {200: (schemas.CommandStatus, "Status")}, (404,), [_path("command_id")])},
+        "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness", "security": [],
+                             "responses": {"200": _json(schemas.Health, "Alive")}}},
+        "/readyz": {"get": {"operationId": "readyz", "summary": "Redis reachable", "security": [],
+                            "responses": {"200": _json(schemas.Health, "Ready"),
+                                          "503": _json(schemas.Health, "Redis unreachable")}}},
     }
     return {
         "openapi": "3.1.0",
