@@ -28,7 +28,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.e2e.http_stack import HttpStack  # noqa: E402
+from tests.e2e.http_stack import HttpStack
 
 URL = "/api/v1/calendars/main/bookings"
 COUNTER = itertools.count()  # shared by every run, so no two runs book the same day

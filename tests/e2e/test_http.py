@@ -3,6 +3,7 @@ processes and a private redis-server, driven by many concurrent clients."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import subprocess
@@ -19,7 +20,7 @@ from slotlock.embedded import RedisServer, free_port
 from slotlock.redis_conn import connect
 from slotlock.users import Users
 
-from .http_stack import HttpStack, ROOT, shim_bin, stack_env, stop, wait_ready
+from .http_stack import ROOT, HttpStack, shim_bin, stack_env, stop, wait_ready
 
 pytestmark = pytest.mark.e2e
 BOOKINGS = "/api/v1/calendars/main/bookings"
@@ -66,7 +67,7 @@ def test_60_concurrent_requests_for_one_slot_give_one_201_and_59_409(stack):
 def _overlaps(bookings: list[dict]) -> list[tuple[str, str]]:
     spans = sorted((datetime.fromisoformat(b["start"]), datetime.fromisoformat(b["end"]), b["id"])
                    for b in bookings)
-    return [(a[2], b[2]) for a, b in zip(spans, spans[1:]) if b[0] < a[1]]
+    return [(a[2], b[2]) for a, b in itertools.pairwise(spans) if b[0] < a[1]]
 
 
 def test_random_concurrent_books_and_cancels_keep_every_promise(stack):
@@ -135,12 +136,12 @@ def test_schemathesis_finds_no_5xx_and_no_schema_breaking_response(stack, tmp_pa
     report = tmp_path / "schemathesis.txt"
     args = [sys.executable, "-m", "schemathesis.cli", "run", f"{stack.url}/api/v1/openapi.json",
             "--url", stack.url,
-            "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
-                        "response_schema_conformance",
+            "--checks", ("not_a_server_error,status_code_conformance,content_type_conformance,"
+                         "response_schema_conformance"),
             "--max-examples", "25", "--phases", "examples,coverage,fuzzing", "--seed", "1",
             "--request-timeout", "10", "-H", f"Authorization: Bearer {token}"]
     started = time.monotonic()
-    result = subprocess.run(args, capture_output=True, text=True, timeout=180,
+    result = subprocess.run(args, capture_output=True, text=True, timeout=180, check=False,
                             env={**os.environ, "NO_COLOR": "1"})
     report.write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
@@ -161,11 +162,11 @@ def test_the_procfile_runs_as_is_under_honcho(tmp_path):
         procfile = tmp_path / "Procfile"
         procfile.write_text(original.replace("--bind 0.0.0.0:", "--bind 127.0.0.1:"))
         assert procfile.read_text().count("127.0.0.1") == original.count("0.0.0.0") == 1
-        log = open(tmp_path / "honcho.log", "wb")
-        honcho = subprocess.Popen([sys.executable, "-m", "honcho", "-f", str(procfile),
-                                   "-d", str(tmp_path), "start", "web", "worker"],
-                                  env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        with open(tmp_path / "honcho.log", "wb") as log:
+            honcho = subprocess.Popen([sys.executable, "-m", "honcho", "-f", str(procfile),
+                                       "-d", str(tmp_path), "start", "web", "worker"],
+                                      env=env, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
         base = f"http://127.0.0.1:{port}"
         wait_ready(base, [honcho], timeout=60)
         users = Users(connect(server.url))
