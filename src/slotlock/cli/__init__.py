@@ -1,7 +1,8 @@
 """The ``slotlock`` command: one click group; each module adds the commands of its area."""
 
-# Areas register their commands on import (keep one line each; see docs in each module).
+# Areas register their commands on import (one line each).
 from . import core as _core  # noqa: F401
+from . import web_cmds as _web_cmds  # noqa: F401
 from .core import main
 
 __all__ = ["main"]
