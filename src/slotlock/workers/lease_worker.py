@@ -285,6 +285,8 @@ class LeaseWorker:
                 part = fields.get("p")
                 if not part:
                     continue
+                if fields.get("r"):
+                    self.retry_at.pop(part, None)  # its holder let go: no need to wait for expiry
                 owned = self.owned.get(part)
                 if owned is not None:
                     owned.dirty = True
@@ -411,7 +413,7 @@ class LeaseWorker:
             for part in parts:
                 self.owned[part].lease.release()
             self.owned.clear()
-            self.index.wake(parts)  # successors take over at once, not after the TTL
+            self.index.wake(parts, released=True)  # successors take over now, not after the TTL
             self.heartbeat(alive=False)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("could not release leases (%s); they lapse after the TTL", exc)
