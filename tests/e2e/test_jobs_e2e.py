@@ -147,3 +147,25 @@ def test_the_scheduled_audit_finds_a_corruption_and_a_failing_webhook_is_retried
         assert audit.returncode == 1, audit.stdout + audit.stderr
         jobs.send_signal(signal.SIGTERM)
         assert jobs.wait(20) == 0, log_of(jobs)
+
+
+def test_the_retention_job_trims_an_old_day_which_still_passes_the_audit(
+        procs, real_redis, redis_server):
+    old = "2024-01-10"
+    keys = DayKeys(f"main:{old}")
+    procs.cli("migrate")
+    procs.start("worker", "worker")
+    client = Client(make_settings(redis_url=redis_server.url))
+    for hour in ("09", "10", "11"):
+        outcome = client.book("ann", "main", at(old, f"{hour}:00"), at(old, f"{hour}:30"), "x",
+                              wait_ms=5000).outcome
+        assert outcome and outcome["status"] == "accepted"
+    assert real_redis.xlen(keys.cmds) == 3
+    jobs = procs.start("jobs", "jobs", SLOTLOCK_RETENTION_DAYS="30")
+    wait_for(lambda: real_redis.hget(keys.snapshot, "cursor"), 20, "the retention job")
+    assert real_redis.xlen(keys.cmds) == 0
+    assert real_redis.hget(keys.snapshot, "cursor") == real_redis.hget(keys.state, "cursor")
+    audit = procs.cli("audit", "--calendar", "main", "--date", old)
+    assert f"main:{old}: ok (cursor" in audit.stdout and "from snapshot" in audit.stdout
+    jobs.send_signal(signal.SIGTERM)
+    assert jobs.wait(20) == 0, log_of(jobs)
