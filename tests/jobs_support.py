@@ -5,15 +5,13 @@ from __future__ import annotations
 import http.server
 import json
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from slotlock.catalog import Catalog
 from slotlock.client import Client
 from slotlock.days.index import WorkIndex
 from slotlock.model import Calendar, Rules
 from slotlock.workers.lease_worker import LeaseWorker
-
-UTC = timezone.utc
 
 
 def at(day: str, hhmm: str) -> datetime:
@@ -76,7 +74,7 @@ class Receiver:
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with receiver.lock:
                     receiver.requests.append((dict(self.headers), body))

@@ -11,8 +11,16 @@ from rq.registry import FailedJobRegistry
 
 from slotlock.days.keys import OUTBOX_DAYS, DayKeys, delivered_key
 from slotlock.workers import jobs
-from slotlock.workers.notify import (EVENT_ID_HEADER, SIGNATURE_HEADER, DeliveryFailed,
-                                     Publisher, sign, sweep_outboxes, verify)
+from slotlock.workers.audit import list_findings
+from slotlock.workers.notify import (
+    EVENT_ID_HEADER,
+    SIGNATURE_HEADER,
+    DeliveryFailed,
+    Publisher,
+    sign,
+    sweep_outboxes,
+    verify,
+)
 from tests.conftest import make_settings
 from tests.jobs_support import Receiver, history, put_calendar
 
@@ -208,5 +216,4 @@ def test_the_periodic_jobs_run_on_rq(rq_ctx):
     assert recent.return_value()["with_findings"] == [PART]
     assert nightly.return_value() == {"audited": 1, "with_findings": [PART]}
     assert retain.return_value()["retained"] == []  # a day with findings is never trimmed
-    assert [f["day"] for f in __import__("slotlock.workers.audit", fromlist=["x"]).list_findings(
-        rq_ctx.client)] == [PART]
+    assert [f["day"] for f in list_findings(rq_ctx.client)] == [PART]

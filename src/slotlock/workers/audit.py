@@ -296,7 +296,7 @@ def list_findings(client: redis.Redis) -> list[dict[str, Any]]:
     with or without ``decode_responses``.
     """
     items = []
-    for _day, raw in client.hgetall(FINDINGS).items():
+    for raw in client.hgetall(FINDINGS).values():
         items.append(json.loads(raw))
     return sorted(items, key=lambda item: item["day"])
 

@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import redis
 from rq import Queue, Retry
@@ -121,7 +121,7 @@ def audit_recent_job() -> dict:
 def audit_nightly_job(today: str | None = None) -> dict:
     """Every day of the last N days (by date, every calendar), found by index and SCAN."""
     ctx = context()
-    end = date.fromisoformat(today) if today else datetime.now(timezone.utc).date()
+    end = date.fromisoformat(today) if today else datetime.now(UTC).date()
     first = end - timedelta(days=ctx.settings.audit_nightly_days)
     parts = [p for p in audit.known_days(ctx.client) if first <= split_partition(p)[1] <= end]
     return audit_days_job(parts)
@@ -230,7 +230,7 @@ class Ticker:
                 self.tick()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("ticker: redis error (%s); trying again", exc)
-            except Exception:  # noqa: BLE001 - a ticker must outlive one bad tick
+            except Exception:
                 log.exception("ticker: tick failed")
             self.stopped.wait(poll)
 

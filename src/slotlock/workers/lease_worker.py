@@ -23,8 +23,16 @@ import redis
 from ..catalog import Catalog
 from ..config import Settings
 from ..days.index import WorkIndex
-from ..days.keys import (CHANGED, DAYS, OUTBOX_DAYS, READY, WORKERS, DayKeys, split_partition,
-                         worker_alive_key)
+from ..days.keys import (
+    CHANGED,
+    DAYS,
+    OUTBOX_DAYS,
+    READY,
+    WORKERS,
+    DayKeys,
+    split_partition,
+    worker_alive_key,
+)
 from ..days.lease import DayLease
 from ..days.scripts import Scripts
 from ..days.store import DayStore

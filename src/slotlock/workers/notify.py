@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import redis
@@ -82,7 +82,7 @@ Poster = Callable[[str, bytes, dict[str, str], float], None]
 def http_post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> None:
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             status = response.status
     except urllib.error.HTTPError as exc:
         raise DeliveryFailed(headers[EVENT_ID_HEADER], url, f"HTTP {exc.code}") from exc
@@ -92,7 +92,7 @@ def http_post(url: str, body: bytes, headers: dict[str, str], timeout: float) ->
         raise DeliveryFailed(headers[EVENT_ID_HEADER], url, f"HTTP {status}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _ack_source() -> str:
     return (Path(__file__).parent / "outbox_ack.lua").read_text()
 

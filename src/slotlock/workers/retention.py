@@ -14,8 +14,8 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
-from functools import lru_cache
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from pathlib import Path
 
 import redis
@@ -27,7 +27,7 @@ from .audit import START, audit_and_record, known_days
 log = logging.getLogger("slotlock.retention")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _source() -> str:
     return (Path(__file__).parent / "retain.lua").read_text()
 
@@ -98,7 +98,7 @@ def expire_replies(client: redis.Redis, keys: DayKeys, reply_ttl_ms: int) -> int
 
 def run_retention(client: redis.Redis, retention_days: int, reply_ttl_ms: int,
                   today: date | None = None) -> list[Retained]:
-    today = today or datetime.now(timezone.utc).date()
+    today = today or datetime.now(UTC).date()
     catalog = Catalog(client)
     return [retain_day(client, part, reply_ttl_ms=reply_ttl_ms, catalog=catalog)
             for part in old_days(client, cutoff(today, retention_days))]
