@@ -35,6 +35,21 @@ class Settings(BaseSettings):
     redis_timeout_ms: int = Field(2000, validation_alias="SLOTLOCK_REDIS_TIMEOUT_MS", ge=100)
     rate_limit: str = Field("600/minute", validation_alias="SLOTLOCK_RATE_LIMIT")
     max_body_bytes: int = Field(16_384, validation_alias="SLOTLOCK_MAX_BODY_BYTES", ge=256)
+    # -- background jobs (slotlock jobs): audit, notifications, retention --------------------
+    audit_interval_s: int = Field(300, validation_alias="SLOTLOCK_AUDIT_INTERVAL_S", ge=1)
+    audit_nightly_days: int = Field(7, validation_alias="SLOTLOCK_AUDIT_NIGHTLY_DAYS", ge=1)
+    audit_nightly_hour: int = Field(3, validation_alias="SLOTLOCK_AUDIT_NIGHTLY_HOUR", ge=0, le=23)
+    retention_days: int = Field(30, validation_alias="SLOTLOCK_RETENTION_DAYS", ge=1)
+    retention_interval_s: int = Field(3600, validation_alias="SLOTLOCK_RETENTION_INTERVAL_S",
+                                      ge=1)
+    outbox_sweep_s: int = Field(60, validation_alias="SLOTLOCK_OUTBOX_SWEEP_S", ge=1)
+    notify_poll_ms: int = Field(500, validation_alias="SLOTLOCK_NOTIFY_POLL_MS", ge=10)
+    webhook_secret: str | None = Field(None, validation_alias="SLOTLOCK_WEBHOOK_SECRET")
+    webhook_timeout_s: float = Field(5.0, validation_alias="SLOTLOCK_WEBHOOK_TIMEOUT_S", gt=0)
+    notify_retry_intervals: str = Field("2,10,30,120,600",
+                                        validation_alias="SLOTLOCK_NOTIFY_RETRY_INTERVALS")
+    notify_dedup_ttl_s: int = Field(7 * 86_400, validation_alias="SLOTLOCK_NOTIFY_DEDUP_TTL_S",
+                                    ge=60)
 
     @field_validator("default_timezone")
     @classmethod
@@ -55,6 +70,23 @@ class Settings(BaseSettings):
         if ":" in self.worker_id:
             raise ValueError("SLOTLOCK_WORKER_ID may not contain ':'")
         return self
+
+    @field_validator("notify_retry_intervals")
+    @classmethod
+    def _intervals(cls, value: str) -> str:
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        if not parts or any(not p.isdigit() for p in parts):
+            raise ValueError("a comma-separated list of seconds, e.g. 2,10,30")
+        return ",".join(parts)
+
+    @property
+    def retry_intervals(self) -> list[int]:
+        return [int(p) for p in self.notify_retry_intervals.split(",")]
+
+    @property
+    def signing_secret(self) -> str:
+        """Webhook HMAC key: SLOTLOCK_WEBHOOK_SECRET, else SECRET_KEY (set one in production)."""
+        return self.webhook_secret or self.secret_key
 
     @property
     def renew_interval_ms(self) -> int:

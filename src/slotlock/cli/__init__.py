@@ -2,6 +2,7 @@
 
 # Areas register their commands on import (one line each).
 from . import core as _core  # noqa: F401
+from . import jobs_cmds as _jobs_cmds  # noqa: F401
 from . import web_cmds as _web_cmds  # noqa: F401
 from .core import main
 

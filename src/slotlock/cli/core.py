@@ -154,8 +154,14 @@ def status(as_json: bool) -> None:
             "lease": lease,
             "lease_ms_left": client.pttl(keys.lease) if lease else None,
         })
+    # -- findings of the audit (issue 6) --
+    from ..workers.audit import list_findings
+
+    findings = list_findings(client)
+    # -- end findings --
     if as_json:
-        click.echo(json.dumps({"workers": workers, "days": days}, indent=2))
+        click.echo(json.dumps({"workers": workers, "days": days, "findings": findings},
+                              indent=2))
         return
     now = time.time()
     click.echo(f"workers ({sum(w['alive'] for w in workers)} alive):")
@@ -170,6 +176,13 @@ def status(as_json: bool) -> None:
         holder = d["lease"] or "-"
         click.echo(f"  {d['day']:<32} backlog={d['backlog']:<6} version={d['version']:<6} "
                    f"lease={holder}")
+    # -- findings of the audit (issue 6) --
+    click.echo(f"audit findings ({len(findings)} day(s)):")
+    for item in findings:
+        click.echo(f"  {item['day']:<32} audited {item['audited_at']}")
+        for f in item["findings"]:
+            click.echo(f"    [{f['code']}] {f['message']}")
+    # -- end findings --
 
 
 if __name__ == "__main__":

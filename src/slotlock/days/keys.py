@@ -16,6 +16,25 @@ READY = f"{PREFIX}:ready"  # stream: "this partition has new work" wake-ups for 
 CALENDARS = f"{PREFIX}:calendars"  # set of calendar ids
 WORKERS = f"{PREFIX}:workers"  # hash: worker id -> status json
 DAYS = f"{PREFIX}:days"  # zset: every partition ever written, scored by local date ordinal
+# -- background jobs (issue 6) ----------------------------------------------------------------
+CHANGED = f"{PREFIX}:days:changed"  # zset: partition -> epoch ms of its last commit (audit)
+OUTBOX_DAYS = f"{PREFIX}:outbox:days"  # zset: partitions whose outbox may hold events (bump)
+FINDINGS = f"{PREFIX}:findings"  # hash: partition -> json of the last audit's findings
+
+
+def delivered_key(event_id: str) -> str:
+    """Marks one event as delivered to its webhook (with a TTL): our side of the dedup."""
+    return f"{PREFIX}:notify:delivered:{event_id}"
+
+
+def publish_lock_key(part: str) -> str:
+    return f"{PREFIX}:notify:lock:{part}"
+
+
+def job_tick_key(name: str, slot: int) -> str:
+    """Claimed (SET NX) by the one ``slotlock jobs`` process that enqueues a periodic run."""
+    return f"{PREFIX}:jobs:tick:{name}:{slot}"
+# -- end background jobs ----------------------------------------------------------------------
 
 
 def partition(calendar_id: str, day: date) -> str:
@@ -87,6 +106,11 @@ class DayKeys:
     def tokens(self) -> str:
         """List of every token that committed, in commit order (the audit checks it grows)."""
         return f"{PREFIX}:{self.tag}:tokens"
+
+    @property
+    def snapshot(self) -> str:
+        """Hash: the verified state at a cursor, base of the audit once the stream is trimmed."""
+        return f"{PREFIX}:{self.tag}:snapshot"
 
     def reply(self, command_id: str) -> str:
         return f"{PREFIX}:{self.tag}:reply:{command_id}"

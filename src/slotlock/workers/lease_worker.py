@@ -23,7 +23,16 @@ import redis
 from ..catalog import Catalog
 from ..config import Settings
 from ..days.index import WorkIndex
-from ..days.keys import READY, WORKERS, DayKeys, split_partition, worker_alive_key
+from ..days.keys import (
+    CHANGED,
+    DAYS,
+    OUTBOX_DAYS,
+    READY,
+    WORKERS,
+    DayKeys,
+    split_partition,
+    worker_alive_key,
+)
 from ..days.lease import DayLease
 from ..days.scripts import Scripts
 from ..days.store import DayStore
@@ -37,8 +46,8 @@ log = logging.getLogger("slotlock.worker")
 BLOCK_MS = 50  # longest blocking read; also the sweep period for orphaned days
 HEARTBEAT_S = 1.0
 REINDEX_S = 30.0  # look for queued days missing from the index (see WorkIndex.reindex)
-FAILPOINT_ENV = "SLOTLOCK_FAILPOINT"  # test-only: "stop_before_commit:N" or "sleep_before_commit:N"
-FAILPOINTS = ("stop_before_commit", "sleep_before_commit")
+FAILPOINT_ENV = "SLOTLOCK_FAILPOINT"  # test-only: "<name>:N" acts at the N-th commit
+FAILPOINTS = ("stop_before_commit", "sleep_before_commit", "kill_after_commit")
 
 
 class _Wake(Exception):
@@ -351,6 +360,8 @@ class LeaseWorker:
             log.warning("refused: %s; reading the day again", exc)
             owned.day = None
             return 0
+        self._maybe_failpoint_after_commit(part, owned)
+        self._note_commit(part, day, bool(batch.events))
         owned.day = batch.day
         owned.cursor = batch.cursor
         owned.last_work = time.monotonic()
@@ -359,6 +370,22 @@ class LeaseWorker:
         self.stats["commands"] += len(entries)
         self.stats["accepted"] += batch.accepted
         return len(entries)
+
+    def _note_commit(self, part: str, day, had_events: bool) -> None:
+        """Tell the background jobs (issue 6) about a commit: after it, like submitters do.
+
+        Not atomic with the commit (global keys stay out of day scripts): a crash right
+        here loses only the hint; ``slotlock jobs`` finds the day by its periodic SCAN.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(DAYS, {part: day.toordinal()})
+        pipe.zadd(CHANGED, {part: int(time.time() * 1000)})
+        if had_events:
+            pipe.zincrby(OUTBOX_DAYS, 1, part)
+        try:
+            pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("could not note commit of %s for the jobs (%s)", part, exc)
 
     @staticmethod
     def catalog_key(calendar_id: str) -> str:
@@ -390,7 +417,7 @@ class LeaseWorker:
         return name, int(nth or 1)
 
     def _maybe_failpoint(self, part: str, owned: OwnedDay) -> None:
-        if self._failpoint is None:
+        if self._failpoint is None or self._failpoint[0] == "kill_after_commit":
             return
         self._commits_seen += 1
         name, nth = self._failpoint
@@ -404,6 +431,19 @@ class LeaseWorker:
         else:
             time.sleep(30)  # only a second SIGTERM (cold stop) cuts this short
         log.warning("FAILPOINT resumed: committing %s with token %d", part, owned.lease.token)
+
+    def _maybe_failpoint_after_commit(self, part: str, owned: OwnedDay) -> None:
+        # test-only (issue 6): die by SIGKILL right after the N-th commit, before anything
+        # else (reply reads, job hints) happens: the "crash between commit and enqueue".
+        if self._failpoint is None or self._failpoint[0] != "kill_after_commit":
+            return
+        self._commits_seen += 1
+        if self._commits_seen == self._failpoint[1]:
+            log.warning("FAILPOINT kill_after_commit: %s token %d, killing myself", part,
+                        owned.lease.token)
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
 
     # -- stopping ------------------------------------------------------------------------
 

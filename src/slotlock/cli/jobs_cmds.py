@@ -1,0 +1,61 @@
+"""``slotlock jobs`` and ``slotlock audit``: the background work of issue 6."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date
+
+import click
+
+from .. import logs
+from .core import main, redis_or_exit, settings_or_exit
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Run the jobs queued now, then exit (for tests, cron).")
+def jobs(burst: bool) -> None:
+    """Run the rq worker (with its scheduler) for audit, notifications and retention."""
+    from ..workers import jobs as jobs_mod
+
+    logs.setup("jobs")
+    settings = settings_or_exit()
+    redis_or_exit(settings)
+    sys.exit(jobs_mod.run(settings, burst=burst))
+
+
+def _date(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not a date like 2025-01-31") from exc
+
+
+@main.command()
+@click.option("--calendar", "calendar_id", help="Only this calendar.")
+@click.option("--date", "day", callback=_date, help="Only this date (YYYY-MM-DD).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def audit(calendar_id: str | None, day: date | None, as_json: bool) -> None:
+    """Audit days now: replay their history and check every invariant. Exit 1 on findings."""
+    from ..workers.audit import audit_and_record, select_days
+
+    settings = settings_or_exit()
+    client = redis_or_exit(settings)
+    reports = [audit_and_record(client, part) for part in select_days(client, calendar_id, day)]
+    bad = [r for r in reports if not r.ok]
+    if as_json:
+        click.echo(json.dumps({"audited": len(reports), "days": [r.to_dict() for r in reports]},
+                              indent=2))
+    else:
+        for r in reports:
+            click.echo(f"{r.day}: {'ok' if r.ok else f'{len(r.findings)} finding(s)'} "
+                       f"(cursor {r.cursor}, {r.replayed} commands replayed"
+                       f"{f' from snapshot {r.base}' if r.base != '0-0' else ''})")
+            for f in r.findings:
+                click.echo(f"  [{f.code}] {f.message}")
+                if f.details:
+                    click.echo("    " + json.dumps(f.details, sort_keys=True))
+        click.echo(f"audited {len(reports)} day(s), {len(bad)} with findings")
+    sys.exit(1 if bad else 0)

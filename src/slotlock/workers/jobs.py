@@ -1,0 +1,264 @@
+"""``slotlock jobs``: an rq worker (Heroku-style, with its scheduler) and a ticker.
+
+rq runs the jobs; the ticker, a thread of the same process, decides *when*:
+
+- every ``SLOTLOCK_NOTIFY_POLL_MS``: a publish job for each day in ``sl:outbox:days``,
+  with an id derived from the day and the event at the head of its outbox, enqueued
+  with ``unique=True``: however many ``slotlock jobs`` processes run, one job per head;
+- periodic jobs (recent audit, nightly audit, outbox sweep, retention): a run belongs to
+  a time slot (``floor(now / interval)``); the process that wins ``SET NX`` on the slot's
+  key enqueues it under the id ``<name>-<slot>`` (``unique=True`` as well). rq's own cron
+  runner has no lock between processes, and a deploy briefly runs two of them.
+
+Every job is idempotent besides: audits overwrite a day's findings, retention refuses to
+move a snapshot backwards, publishing locks the day and dedups by event id.
+
+Why ``HerokuWorker``: on a PaaS every process gets SIGTERM at once; a plain rq worker's
+work horse dies with it mid-job. The Heroku-style worker shields the horse and gives it
+a grace period; publish jobs carry ``Retry`` so a job cut short runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import redis
+from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError
+from rq.worker import HerokuWorker
+
+from ..catalog import Catalog
+from ..config import Settings
+from ..days.keys import CHANGED, OUTBOX_DAYS, job_tick_key, split_partition
+from ..days.scripts import Scripts
+from ..redis_conn import connect
+from . import audit, notify, retention
+
+log = logging.getLogger("slotlock.jobs")
+
+QUEUE = "slotlock"
+
+
+# -- the process's connections (rebuilt after a fork: the work horse gets its own) ------------
+
+@dataclass
+class Context:
+    settings: Settings
+    client: redis.Redis  # decode_responses=True, like the rest of slotlock
+    rq: redis.Redis  # decode_responses=False, as rq requires
+    pid: int
+
+
+_context: Context | None = None
+_override: Context | None = None
+
+
+def rq_connection(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.redis_url,
+                                socket_connect_timeout=settings.redis_timeout_ms / 1000)
+
+
+def configure(settings: Settings, client: redis.Redis | None = None,
+              rq: redis.Redis | None = None) -> Context:
+    """Set the context jobs run with. Given clients (tests: fakeredis) survive a fork."""
+    global _context, _override
+    ctx = Context(settings,
+                  client or connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms),
+                  rq or rq_connection(settings), os.getpid())
+    if client is not None:
+        _override = ctx
+    _context = ctx
+    return ctx
+
+
+def context() -> Context:
+    if _override is not None:
+        return _override
+    if _context is None or _context.pid != os.getpid():
+        configure(_context.settings if _context else Settings())
+    return _context
+
+
+def queue(ctx: Context | None = None) -> Queue:
+    ctx = ctx or context()
+    return Queue(QUEUE, connection=ctx.rq)
+
+
+# -- the jobs (module-level functions: rq enqueues them by name) ------------------------------
+
+def publish_job(part: str) -> dict:
+    ctx = context()
+    result = notify.Publisher(ctx.client, ctx.settings).publish_day(part)
+    return result.__dict__
+
+
+def audit_days_job(parts: list[str]) -> dict:
+    ctx = context()
+    catalog = Catalog(ctx.client)
+    bad = [r.day for r in (audit.audit_and_record(ctx.client, p, catalog) for p in parts)
+           if not r.ok]
+    if bad:
+        log.error("audit: findings on %s", ", ".join(bad))
+    return {"audited": len(parts), "with_findings": bad}
+
+
+def audit_recent_job() -> dict:
+    """Days committed to since two audit intervals ago (one missed run is covered)."""
+    ctx = context()
+    since = int((time.time() - 2 * ctx.settings.audit_interval_s) * 1000)
+    parts = ctx.client.zrangebyscore(CHANGED, since, "+inf")
+    ctx.client.zremrangebyscore(CHANGED, "-inf", f"({since - 86_400_000}")
+    return audit_days_job(parts)
+
+
+def audit_nightly_job(today: str | None = None) -> dict:
+    """Every day of the last N days (by date, every calendar), found by index and SCAN."""
+    ctx = context()
+    end = date.fromisoformat(today) if today else datetime.now(UTC).date()
+    first = end - timedelta(days=ctx.settings.audit_nightly_days)
+    parts = [p for p in audit.known_days(ctx.client) if first <= split_partition(p)[1] <= end]
+    return audit_days_job(parts)
+
+
+def outbox_sweep_job() -> dict:
+    ctx = context()
+    return {"outboxes": notify.sweep_outboxes(ctx.client)}
+
+
+def retention_job() -> dict:
+    ctx = context()
+    results = retention.run_retention(ctx.client, ctx.settings.retention_days,
+                                      ctx.settings.reply_ttl_ms)
+    return {"days": len(results),
+            "retained": [r.day for r in results if r.status == "retained"]}
+
+
+# -- enqueueing -------------------------------------------------------------------------------
+
+def publish_job_id(part: str, head: str) -> str:
+    return "publish-" + hashlib.sha1(f"{part}|{head}".encode()).hexdigest()[:24]
+
+
+def enqueue_publish(ctx: Context, part: str, head: str) -> bool:
+    try:
+        queue(ctx).enqueue(publish_job, part, job_id=publish_job_id(part, head), unique=True,
+                           retry=Retry(max=len(ctx.settings.retry_intervals),
+                                       interval=ctx.settings.retry_intervals),
+                           result_ttl=0, failure_ttl=60, job_timeout=120,
+                           description=f"publish {part}")
+    except DuplicateJobError:
+        return False
+    return True
+
+
+def dispatch_publishes(ctx: Context) -> int:
+    """One publish job per day with events, keyed by the event at the head of its outbox."""
+    enqueued = 0
+    for part, score in notify.days_with_events(ctx.client):
+        head = notify.outbox_head(ctx.client, part)
+        if head is None:
+            # read the score before the emptiness check: see days/index_remove.lua
+            Scripts(ctx.client).index_remove(keys=[OUTBOX_DAYS], args=[part, repr(score)])
+            continue
+        enqueued += enqueue_publish(ctx, part, head)
+    return enqueued
+
+
+@dataclass(frozen=True)
+class Periodic:
+    name: str
+    func: Callable
+    interval_s: Callable[[Settings], int]
+    offset_s: Callable[[Settings], int] = lambda s: 0
+    timeout_s: int = 1800
+
+
+PERIODIC = (
+    Periodic("outbox-sweep", outbox_sweep_job, lambda s: s.outbox_sweep_s, timeout_s=300),
+    Periodic("audit-recent", audit_recent_job, lambda s: s.audit_interval_s),
+    Periodic("audit-nightly", audit_nightly_job, lambda s: 86_400,
+             lambda s: s.audit_nightly_hour * 3600, timeout_s=3600),
+    Periodic("retention", retention_job, lambda s: s.retention_interval_s, timeout_s=3600),
+)
+
+
+def slot_of(now: float, interval: int, offset: int) -> int:
+    return int((now - offset) // interval)
+
+
+def enqueue_periodic(ctx: Context, job: Periodic, now: float) -> bool:
+    """Enqueue this slot's run if no process did yet; True if this call enqueued it."""
+    interval = job.interval_s(ctx.settings)
+    slot = slot_of(now, interval, job.offset_s(ctx.settings))
+    if not ctx.client.set(job_tick_key(job.name, slot), str(os.getpid()), nx=True,
+                          ex=max(2 * interval, 60)):
+        return False
+    try:
+        queue(ctx).enqueue(job.func, job_id=f"{job.name}-{slot}", unique=True,
+                           job_timeout=job.timeout_s, result_ttl=max(interval, 60),
+                           description=f"{job.name} (slot {slot})")
+    except DuplicateJobError:
+        return False
+    log.info("enqueued %s for slot %d", job.name, slot)
+    return True
+
+
+class Ticker:
+    def __init__(self, ctx: Context, clock: Callable[[], float] = time.time):
+        self.ctx = ctx
+        self.clock = clock
+        self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def tick(self) -> None:
+        now = self.clock()
+        for job in PERIODIC:
+            enqueue_periodic(self.ctx, job, now)
+        dispatch_publishes(self.ctx)
+
+    def run(self) -> None:
+        poll = self.ctx.settings.notify_poll_ms / 1000
+        while not self.stopped.is_set():
+            try:
+                self.tick()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("ticker: redis error (%s); trying again", exc)
+            except Exception:
+                log.exception("ticker: tick failed")
+            self.stopped.wait(poll)
+
+    def start(self) -> Ticker:
+        self.thread = threading.Thread(target=self.run, name="slotlock-ticker", daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stopped.set()
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+
+def run(settings: Settings, *, burst: bool = False) -> int:
+    """The ``slotlock jobs`` process. SIGTERM: warm stop (rq's handler), ticker stops too."""
+    ctx = configure(settings)
+    # The ticker gets its own clients: the work horse is forked from this process.
+    ticker = Ticker(Context(settings, connect(settings.redis_url,
+                                              timeout_ms=settings.redis_timeout_ms),
+                            rq_connection(settings), os.getpid()))
+    worker = HerokuWorker([queue(ctx)], connection=ctx.rq,
+                          name=f"slotlock-jobs-{settings.worker_id}")
+    ticker.start()
+    try:
+        worker.work(with_scheduler=True, burst=burst,
+                    logging_level=os.environ.get("SLOTLOCK_LOG_LEVEL", "INFO").upper())
+    finally:
+        ticker.stop()
+    return 0
+
