@@ -391,6 +391,7 @@ def test_openapi_document_is_built_from_the_models(client):
         "/api/v1/calendars", "/api/v1/calendars/{calendar}/days/{date}",
         "/api/v1/calendars/{calendar}/bookings",
         "/api/v1/calendars/{calendar}/bookings/{booking_id}", "/api/v1/commands/{command_id}",
+        "/api/v1/admin/findings",
         "/healthz", "/readyz",
     }
     schemas = doc["components"]["schemas"]
@@ -401,3 +402,26 @@ def test_openapi_document_is_built_from_the_models(client):
                                       "429", "503"}
     refs = str(doc).count("#/components/schemas/")
     assert refs > 10 and all(f"#/components/schemas/{n}" in str(doc) for n in schemas)
+
+
+# -- admin ---------------------------------------------------------------------------------
+
+def test_audit_findings_are_visible_to_admins_only(client, tokens, real_redis):
+    import json as _json
+
+    from slotlock.days.keys import DayKeys
+    from slotlock.workers.audit import audit_and_record
+
+    response = client.post(BOOKINGS, json=slot(9), headers=tokens["alice"])
+    assert response.status_code == 201
+    assert client.get("/api/v1/admin/findings", headers=tokens["root"]).get_json() == {"days": []}
+    # corrupt the committed state behind the worker's back, then audit the day
+    keys = DayKeys("main:2030-05-04")
+    bookings = _json.loads(real_redis.hget(keys.state, "bookings"))
+    twin = dict(bookings[0], id="20300504.ffffffffffffffff")
+    real_redis.hset(keys.state, "bookings", _json.dumps([*bookings, twin]))
+    audit_and_record(real_redis, "main:2030-05-04")
+    assert client.get("/api/v1/admin/findings", headers=tokens["alice"]).status_code == 403
+    days = client.get("/api/v1/admin/findings", headers=tokens["root"]).get_json()["days"]
+    assert [d["day"] for d in days] == ["main:2030-05-04"]
+    assert {f["code"] for f in days[0]["findings"]} >= {"overlap"}

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from ..client import Client, Result
 from ..errors import InvalidRequest
 from ..ids import parse_booking_id, parse_command_id
+from ..workers.audit import list_findings
 from . import schemas
 from .auth import authenticate, current_user
 from .errors import ApiError, rejection
@@ -167,6 +168,15 @@ def command_status(command_id: str):
     elif status["status"] == "rejected":
         data["error"] = status["error"]
     return reply(schemas.CommandStatus, data, exclude_none=True)
+
+
+# -- admin ---------------------------------------------------------------------------------
+
+@bp.get("/admin/findings")
+def audit_findings():
+    if not current_user().admin:
+        raise ApiError(403, "forbidden", "only admins may read audit findings")
+    return reply(schemas.FindingList, {"days": list_findings(client().redis)})
 
 
 @bp.get("/openapi.json")

@@ -102,6 +102,10 @@ def document() -> dict[str, Any]:
         "/api/v1/commands/{command_id}": {"get": _op(
             "commandStatus", "Pending, accepted or rejected",
             {200: (schemas.CommandStatus, "Status")}, (404,), [_path("command_id")])},
+        "/api/v1/admin/findings": {"get": _op(
+            "auditFindings", "Days whose last audit found an inconsistency (admins only)",
+            {200: (schemas.FindingList, "Findings, empty when every audited day is clean")},
+            (403,), [])},
         "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness", "security": [],
                              "responses": {"200": _json(schemas.Health, "Alive")}}},
         "/readyz": {"get": {"operationId": "readyz", "summary": "Redis reachable", "security": [],

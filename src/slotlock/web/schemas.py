@@ -113,11 +113,33 @@ class CommandStatus(_Out):
     error: ErrorDetail | None = None
 
 
+class Finding(_Out):
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditedDay(BaseModel):
+    """A day whose last audit found something (``slotlock audit`` / the scheduled audit)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    day: str
+    calendar: str
+    date: LocalDate
+    audited_at: float | int | str | None = None
+    findings: list[Finding]
+
+
+class FindingList(_Out):
+    days: list[AuditedDay]
+
+
 class Health(_Out):
     status: Literal["ok", "unavailable"]
 
 
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
-    Booking, CalendarList, DayView, Cancelled, Pending, Error, CommandStatus, Health,
+    Booking, CalendarList, DayView, Cancelled, Pending, Error, CommandStatus, FindingList, Health,
 )
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (BookingRequest,)
