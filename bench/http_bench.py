@@ -91,19 +91,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="slotlock-bench-") as tmp:
-        with HttpStack(Path(tmp), workers=1) as stack:
-            token = stack.token("bench", admin=True)
-            run(stack, token, "uncontended", args.clients, args.warmup)
-            print(f"gunicorn (Procfile web line: 2 processes x 16 threads) + 1 worker + "
-                  f"redis-server; {args.clients} clients, {args.seconds:.0f} s each")
-            print(f"{'workload':<12} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
-                  "  statuses")
-            for workload in ("contended", "uncontended"):
-                r = run(stack, token, workload, args.clients, args.seconds)
-                print(f"{r['workload']:<12} {r['requests']:>9} {r['rps']:>8.0f} "
-                      f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}  {r['statuses']}")
-                assert not [s for s in r["statuses"] if s >= 500], r["statuses"]
+    with tempfile.TemporaryDirectory(prefix="slotlock-bench-") as tmp, \
+            HttpStack(Path(tmp), workers=1) as stack:
+        token = stack.token("bench", admin=True)
+        run(stack, token, "uncontended", args.clients, args.warmup)
+        print(f"gunicorn (Procfile web line: 2 processes x 16 threads) + 1 worker + "
+              f"redis-server; {args.clients} clients, {args.seconds:.0f} s each")
+        print(f"{'workload':<12} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
+              "  statuses")
+        for workload in ("contended", "uncontended"):
+            r = run(stack, token, workload, args.clients, args.seconds)
+            print(f"{r['workload']:<12} {r['requests']:>9} {r['rps']:>8.0f} "
+                  f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}  {r['statuses']}")
+            assert not [s for s in r["statuses"] if s >= 500], r["statuses"]
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import http.server
 import json
 import threading
 from datetime import UTC, datetime
+from typing import Self
 
 from slotlock.catalog import Catalog
 from slotlock.client import Client
@@ -101,7 +102,7 @@ class Receiver:
         """Deduplicated by event id, as a receiver should."""
         return {e["event_id"]: e for e in self.events()}
 
-    def __enter__(self) -> Receiver:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 

@@ -54,6 +54,15 @@ class Proc:
         if self.proc.poll() is None:
             os.kill(self.pid, sig)
 
+    send_signal = send
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
     def wait(self, timeout: float) -> int:
         return self.proc.wait(timeout)
 
@@ -77,12 +86,22 @@ class Procs:
         self.env = env
         self.started: list[Proc] = []
 
-    def worker(self, name: str, **env) -> Proc:
-        merged = {**self.env, "SLOTLOCK_WORKER_ID": name, **{k: str(v) for k, v in env.items()}}
-        proc = Proc(["worker"], self.tmp_path / f"{name}.log", merged)
+    def start(self, name: str, *args: str, **env) -> Proc:
+        """``python -m slotlock ARGS`` with this set's environment plus ``env``."""
+        merged = {**self.env, **{k: str(v) for k, v in env.items()}}
+        proc = Proc(list(args), self.tmp_path / f"{name}-{len(self.started)}.log", merged)
         self.started.append(proc)
         return proc
 
-    def stop_all(self) -> None:
+    def worker(self, name: str, **env) -> Proc:
+        return self.start(name, "worker", SLOTLOCK_WORKER_ID=name, **env)
+
+    def cli(self, *args: str, check: bool = True, **env) -> subprocess.CompletedProcess:
+        """Run a short ``slotlock`` command to its end."""
+        merged = dict(os.environ, **self.env, **{k: str(v) for k, v in env.items()})
+        return subprocess.run([sys.executable, "-m", "slotlock", *args], env=merged,
+                              capture_output=True, text=True, timeout=30, check=check)
+
+    def stop_all(self, timeout: float = 20.0) -> None:
         for proc in self.started:
-            proc.stop()
+            proc.stop(timeout)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 import requests
 
@@ -132,7 +133,7 @@ class HttpStack:
             stop(process)
         self.redis.stop()
 
-    def __enter__(self) -> HttpStack:
+    def __enter__(self) -> Self:
         try:
             return self.start()
         except BaseException:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -16,6 +13,7 @@ from slotlock.days.keys import FINDINGS, OUTBOX_DAYS, DayKeys
 from slotlock.workers.notify import SIGNATURE_HEADER, verify
 from tests.conftest import make_settings
 from tests.jobs_support import Receiver, at
+from tests.procs import Procs, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -24,59 +22,17 @@ PART = f"main:{DAY}"
 KEYS = DayKeys(PART)
 
 
-def wait_for(predicate, timeout: float, what: str, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-class Procs:
-    def __init__(self, tmp_path, env):
-        self.tmp_path = tmp_path
-        self.env = env
-        self.procs: list[subprocess.Popen] = []
-
-    def cli(self, *args, **env):
-        return subprocess.run([sys.executable, "-m", "slotlock", *args], env={**self.env, **env},
-                              capture_output=True, text=True, timeout=30, check=True)
-
-    def start(self, name: str, *args, **env) -> subprocess.Popen:
-        log = open(self.tmp_path / f"{name}-{len(self.procs)}.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "slotlock", *args],
-                                env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT)
-        proc.log_path = log.name
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self):
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 @pytest.fixture
 def procs(tmp_path, redis_server, real_redis):
-    env = {**os.environ, "REDIS_URL": redis_server.url, "SECRET_KEY": "test",
+    env = {"REDIS_URL": redis_server.url, "SECRET_KEY": "test",
            "SLOTLOCK_WEBHOOK_SECRET": "hooks", "SLOTLOCK_LOG_LEVEL": "INFO"}
-    env.pop("SLOTLOCK_FAILPOINT", None)
     p = Procs(tmp_path, env)
     yield p
     p.stop_all()
 
 
 def log_of(proc) -> str:
-    with open(proc.log_path) as fh:
-        return fh.read()
+    return proc.log()
 
 
 def test_an_event_survives_a_lease_worker_killed_between_commit_and_notification(
@@ -100,7 +56,7 @@ def test_an_event_survives_a_lease_worker_killed_between_commit_and_notification
         # two jobs processes, as during a deploy: the event still arrives, once
         jobs = [procs.start("jobs", "jobs"), procs.start("jobs", "jobs")]
         wait_for(lambda: receiver.requests and real_redis.llen(KEYS.outbox) == 0, 30,
-                 "the event to be delivered")
+                 what="the event to be delivered")
         time.sleep(1.5)  # a few more ticks: nothing is delivered again
         unique = receiver.unique_events()
         assert len(unique) == 1, receiver.events()
@@ -136,14 +92,13 @@ def test_the_scheduled_audit_finds_a_corruption_and_a_failing_webhook_is_retried
         bookings = json.loads(real_redis.hget(KEYS.state, "bookings"))
         intruder = dict(bookings[0], id="20310506.00000000000000ff", title="intruder")
         real_redis.hset(KEYS.state, "bookings", json.dumps(bookings + [intruder]))
-        found = wait_for(lambda: real_redis.hget(FINDINGS, PART), 20, "the scheduled audit")
-        wait_for(lambda: len(receiver.unique_events()) == 2, 30, "retried deliveries")
+        found = wait_for(lambda: real_redis.hget(FINDINGS, PART), 20, what="the scheduled audit")
+        wait_for(lambda: len(receiver.unique_events()) == 2, 30, what="retried deliveries")
         assert len(receiver.requests) >= 4  # two refusals, retried with backoff by rq
         overlap = [f for f in json.loads(found)["findings"] if f["code"] == "overlap"]
         assert {b["id"] for b in overlap[0]["details"]["bookings"]} == {bookings[0]["id"],
                                                                         intruder["id"]}
-        audit = subprocess.run([sys.executable, "-m", "slotlock", "audit"], env=procs.env,
-                               capture_output=True, text=True, timeout=30)
+        audit = procs.cli("audit", check=False)
         assert audit.returncode == 1, audit.stdout + audit.stderr
         jobs.send_signal(signal.SIGTERM)
         assert jobs.wait(20) == 0, log_of(jobs)
@@ -162,7 +117,7 @@ def test_the_retention_job_trims_an_old_day_which_still_passes_the_audit(
         assert outcome and outcome["status"] == "accepted"
     assert real_redis.xlen(keys.cmds) == 3
     jobs = procs.start("jobs", "jobs", SLOTLOCK_RETENTION_DAYS="30")
-    wait_for(lambda: real_redis.hget(keys.snapshot, "cursor"), 20, "the retention job")
+    wait_for(lambda: real_redis.hget(keys.snapshot, "cursor"), 20, what="the retention job")
     assert real_redis.xlen(keys.cmds) == 0
     assert real_redis.hget(keys.snapshot, "cursor") == real_redis.hget(keys.state, "cursor")
     audit = procs.cli("audit", "--calendar", "main", "--date", old)
