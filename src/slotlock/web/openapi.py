@@ -50,8 +50,11 @@ def _op(op_id: str, summary: str, ok: dict[int, tuple], errors: tuple[int, ...],
     return op
 
 
-def _path(name: str, fmt: str | None = None, pattern: str | None = None) -> dict[str, Any]:
+def _path(name: str, fmt: str | None = None, pattern: str | None = None,
+          example: str | None = None) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string"}
+    if example:
+        schema["examples"] = [example]
     if fmt:
         schema["format"] = fmt
     if pattern:
@@ -76,7 +79,7 @@ def _components() -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def document() -> dict[str, Any]:
-    cal = _path("calendar")
+    cal = _path("calendar", example="main")
     booking_id = _path("booking_id")
     pending = (schemas.Pending, "Queued; no outcome within the reply timeout")
     paths = {
@@ -84,7 +87,7 @@ def document() -> dict[str, Any]:
             "listCalendars", "Calendars", {200: (schemas.CalendarList, "Calendars")}, ())},
         "/api/v1/calendars/{calendar}/days/{date}": {"get": _op(
             "getDay", "A calendar's committed bookings on one local date",
-            {200: (schemas.DayView, "The day")}, (404,), [cal, _path("date", "date")])},
+            {200: (schemas.DayView, "The day")}, (404,), [cal, _path("date", "date", example="2030-05-04")])},
         "/api/v1/calendars/{calendar}/bookings": {"post": _op(
             "book", "Book a time; naive times are read in the calendar's time zone",
             {201: (schemas.Booking, "Booked"), 202: pending},
