@@ -320,3 +320,11 @@ def test_a_pending_booking_refused_later_shows_the_form_again_with_the_conflict(
     assert 'class="booking conflict"' in page
     # settled once: a reload now goes back to the day
     assert b.get(status_url).status_code == 303
+
+
+def test_password_guessing_is_rate_limited_per_address(browser_for):
+    b = browser_for()
+    statuses = [b.sign_in("alice", "guess").status_code for _ in range(11)]
+    assert statuses[:10] == [401] * 10
+    assert statuses[10] == 429
+    assert "Too Many Requests" in text(b.sign_in("alice"))
