@@ -11,7 +11,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..config import Settings
-from . import api, errors, health
+from . import api, errors, health, ui
 from .auth import rate_limit_key
 from .services import Services
 
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     _rate_limits(app, settings)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    ui.init_app(app, settings, exempt=(api.bp, health.bp))
     return app
 
 

@@ -1,0 +1,48 @@
+"""Who is signed in: the user name lives in the signed session cookie; the user record
+(and so the admin flag) is read again on every request, so a removed user is out at once."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import current_app, g, session
+
+from ...users import User
+
+
+def users():
+    return current_app.extensions["slotlock"].users
+
+
+def load_user() -> User | None:
+    name = session.get("user")
+    user = users().get(name) if isinstance(name, str) else None
+    if user is None and name is not None:
+        session.clear()
+    g.ui_user = user
+    return user
+
+
+def sign_in(name: str, password: str) -> User | None:
+    user = users().check_password(name, password)
+    if user is not None:
+        session.clear()  # nothing from before sign-in survives it (CSRF token included)
+        session["user"] = user.name
+        session.permanent = True
+    return user
+
+
+def sign_out() -> None:
+    session.clear()
+
+
+def current() -> User:
+    return g.ui_user
+
+
+def safe_next(target: str | None) -> str | None:
+    """Only a path on this site: never ``//host`` or ``https://host`` (no open redirect)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return None
+    parts = urlsplit(target)
+    return target if not parts.scheme and not parts.netloc else None
