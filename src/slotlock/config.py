@@ -6,7 +6,7 @@ import os
 import secrets
 import socket
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -59,6 +59,9 @@ class Settings(BaseSettings):
         zone(value)
         return value
 
+    # True when SECRET_KEY was not configured and a random development key was made here.
+    _secret_key_generated: bool = PrivateAttr(False)
+
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
         if not self.worker_id:
@@ -67,6 +70,7 @@ class Settings(BaseSettings):
             if self.env == "production":
                 raise ValueError("SECRET_KEY is required when SLOTLOCK_ENV=production")
             self.secret_key = secrets.token_hex(32)
+            self._secret_key_generated = True
         if ":" in self.worker_id:
             raise ValueError("SLOTLOCK_WORKER_ID may not contain ':'")
         return self
@@ -87,6 +91,10 @@ class Settings(BaseSettings):
     def signing_secret(self) -> str:
         """Webhook HMAC key: SLOTLOCK_WEBHOOK_SECRET, else SECRET_KEY (set one in production)."""
         return self.webhook_secret or self.secret_key
+
+    @property
+    def secret_key_generated(self) -> bool:
+        return self._secret_key_generated
 
     @property
     def renew_interval_ms(self) -> int:

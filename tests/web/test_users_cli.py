@@ -101,6 +101,19 @@ def test_slotlock_up_starts_an_embedded_redis_serves_and_stops_on_ctrl_c(tmp_pat
         response = requests.post(url, json=body, headers=headers, timeout=10)
         assert response.status_code == 201, response.text
         assert (tmp_path / ".slotlock" / "redis" / "appendonlydir").is_dir()
+        # the printed password signs in to the web UI, and the session holds on every
+        # request, whichever of the two gunicorn processes answers it
+        password = re.search(r"sign in as 'demo' with password (\S+)", out).group(1)
+        browser = requests.Session()
+        page = browser.get(f"http://127.0.0.1:{port}/signin", timeout=10).text
+        csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+        signed_in = browser.post(f"http://127.0.0.1:{port}/signin", timeout=10, data={
+            "csrf_token": csrf, "username": "demo", "password": password})
+        assert signed_in.status_code == 200 and "Signed in as" in signed_in.text
+        for _ in range(6):
+            day = browser.get(f"http://127.0.0.1:{port}/calendars/main/days/2030-05-04",
+                              timeout=10)
+            assert day.status_code == 200 and "Signed in as" in day.text, day.url
     finally:
         up.send_signal(signal.SIGINT)
         try:

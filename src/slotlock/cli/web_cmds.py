@@ -129,7 +129,8 @@ def up(data_dir: str) -> None:
         slotlock = [sys.executable, "-m", "slotlock"]
         subprocess.run([*slotlock, "migrate"], env=env, check=True, timeout=60)
         users = Users(redis_or_exit(settings.model_copy(update={"redis_url": env["REDIS_URL"]})))
-        users.add(DEMO_USER, admin=True)
+        password = secrets.token_urlsafe(9)  # a fresh one each run, for the web UI
+        users.add(DEMO_USER, admin=True, password=password)
         token = users.issue_token(DEMO_USER)
         port = settings.port
         url = f"http://127.0.0.1:{port}"
@@ -141,6 +142,7 @@ def up(data_dir: str) -> None:
         _wait_ready(url, stack)
         pids = ", ".join(f"{name} pid {p.pid}" for name, p in stack.children)
         click.echo(f"slotlock is up at {url} ({pids}); Ctrl-C stops it.")
+        click.echo(f"Web UI: {url}/ — sign in as {DEMO_USER!r} with password {password}")
         click.echo(f"Admin user {DEMO_USER!r}, fresh API token:\n  {token}\nTry:")
         click.echo(f"  curl -s -X POST {url}/api/v1/calendars/main/bookings \\\n"
                    f"    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"

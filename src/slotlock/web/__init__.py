@@ -3,24 +3,31 @@ the HTML views). Run under gunicorn: ``gunicorn 'slotlock.web:create_app()'``.""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import redis
 from flask import Flask
 from flask_limiter import HeaderNames, Limiter
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..config import Settings
+from ..days.keys import DEV_SECRET_KEY
+from ..redis_conn import connect
 from . import api, errors, health, ui
 from .auth import rate_limit_key
 from .services import Services
 
 LIMITER_RETRY_AFTER = "X-RateLimit-Retry-After"
+log = logging.getLogger("slotlock.web")
 
 
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None) -> Flask:
     """Defaults, then the environment (``Settings()``), then ``test_config``."""
     settings = settings or Settings()
+    if settings.secret_key_generated:
+        settings = settings.model_copy(update={"secret_key": _shared_dev_secret(settings)})
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=settings.secret_key,
@@ -37,6 +44,22 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     app.register_blueprint(api.bp)
     ui.init_app(app, settings, exempt=(api.bp, health.bp))
     return app
+
+
+def _shared_dev_secret(settings: Settings) -> str:
+    """Without SECRET_KEY (development only), every web process must still sign sessions
+    with the same key, or a sign-in made by one gunicorn process is void in the next: the
+    first process stores its random key in Redis and the others take it from there."""
+    client = connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms)
+    try:
+        client.set(DEV_SECRET_KEY, settings.secret_key, nx=True, ex=30 * 86_400)
+        return client.get(DEV_SECRET_KEY) or settings.secret_key
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        log.warning("no SECRET_KEY and Redis unreachable (%s): sessions are valid in this "
+                    "process only", exc)
+        return settings.secret_key
+    finally:
+        client.close()
 
 
 def _rate_limits(app: Flask, settings: Settings) -> Limiter:

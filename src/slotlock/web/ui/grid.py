@@ -17,7 +17,7 @@ from ...model import Calendar
 from ...model.booking import Booking
 from ...model.day import Day
 from ...model.rules import opening_hours
-from ...model.timeutil import UTC, day_bounds, parse_instant
+from ...model.timeutil import UTC, day_bounds
 
 
 @dataclass(frozen=True, slots=True)
