@@ -60,7 +60,7 @@ class Gunicorn:
     def __init__(self, port: int, env: dict[str, str], log_path: Path):
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
-        self._log = open(log_path, "ab")
+        self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(procfile_web(port),
                                      env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
                                      stdin=subprocess.DEVNULL, stdout=self._log,

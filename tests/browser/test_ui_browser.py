@@ -139,8 +139,9 @@ def test_the_day_fits_a_phone_and_a_desktop_with_no_blocked_resources(chromium, 
         context = chromium.new_context(viewport=viewport)
         page = context.new_page()
         problems: list[str] = []
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.on("requestfailed", lambda r: problems.append(f"failed: {r.url}"))
+        page.on("console", lambda m, problems=problems: problems.append(m.text)
+                if m.type == "error" else None)
+        page.on("requestfailed", lambda r, problems=problems: problems.append(f"failed: {r.url}"))
         try:
             sign_in(page, base, "alice")
             page.goto(base + ROOM_URL)
