@@ -42,7 +42,7 @@ class RedisServer:
     def __init__(self, data_dir: str | Path, port: int | None = None, *,
                  appendonly: bool = True, appendfsync: str = "everysec",
                  binary: str | None = None, extra: list[str] | None = None):
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).resolve()  # redis-server reads --logfile after chdir to --dir
         self.port = port or free_port()
         self.appendonly = appendonly
         self.appendfsync = appendfsync
@@ -68,7 +68,7 @@ class RedisServer:
             "--protected-mode", "yes",
             *self.extra,
         ]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2,
                              socket_timeout=1)

@@ -90,3 +90,16 @@ class DayKeys:
 
     def reply(self, command_id: str) -> str:
         return f"{PREFIX}:{self.tag}:reply:{command_id}"
+
+
+USERS = f"{PREFIX}:users"  # set of user names
+
+
+def user_key(name: str) -> str:
+    """Hash: name, admin flag, argon2 password hash, created_at."""
+    return f"{PREFIX}:user:{name}"
+
+
+def token_key(token_id: str) -> str:
+    """Hash: the user an API token belongs to and the sha256 of the token's secret part."""
+    return f"{PREFIX}:token:{token_id}"

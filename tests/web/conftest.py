@@ -1,0 +1,71 @@
+"""Flask test-client fixtures: an app on the private redis-server, users with tokens, and a
+real LeaseWorker in a thread so that outcomes arrive."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from slotlock.catalog import Catalog
+from slotlock.users import Users
+from slotlock.web import create_app
+from slotlock.workers.lease_worker import LeaseWorker
+from tests.conftest import make_settings
+
+
+class WorkerThread:
+    def __init__(self, settings):
+        self.worker = LeaseWorker(settings)
+        self.thread = threading.Thread(target=self.worker.work,
+                                       kwargs={"install_signals": False}, daemon=True)
+
+    def start(self) -> WorkerThread:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.worker._stop = "warm"  # what the SIGTERM handler sets: finish, release, exit
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def web_settings(real_redis, redis_server):
+    Catalog(real_redis).ensure_default("UTC")
+    return make_settings(redis_url=redis_server.url, reply_timeout_ms=3000,
+                         rate_limit="100000/minute")
+
+
+@pytest.fixture
+def start_worker():
+    started = []
+
+    def start(settings):
+        started.append(WorkerThread(settings).start())
+        return started[-1]
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+@pytest.fixture
+def app(web_settings, start_worker):
+    start_worker(web_settings)
+    return create_app(web_settings)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def tokens(real_redis):
+    users = Users(real_redis)
+    out = {}
+    for name, admin in (("alice", False), ("bob", False), ("root", True)):
+        users.add(name, admin=admin)
+        out[name] = {"Authorization": f"Bearer {users.issue_token(name)}"}
+    return out
