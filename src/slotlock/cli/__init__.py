@@ -3,6 +3,7 @@
 # Areas register their commands on import (keep one line each; see docs in each module).
 from . import core as _core  # noqa: F401
 from . import web_cmds as _web_cmds  # noqa: F401,E402
+from . import chaos_cmds as _chaos_cmds  # noqa: F401,E402
 from .core import main
 
 __all__ = ["main"]
