@@ -28,12 +28,15 @@ class WorkIndex:
         if pipe is None:
             target.execute()
 
-    def wake(self, parts: list[str]) -> None:
+    def wake(self, parts: list[str], released: bool = False) -> None:
+        """Wake the workers for ``parts``; ``released``: their leases were just given up, so
+        a worker waiting for those leases to expire may take them now."""
         if not parts:
             return
+        fields = {"r": "1"} if released else {}
         pipe = self.client.pipeline(transaction=False)
         for part in parts:
-            pipe.xadd(READY, {"p": part}, maxlen=READY_MAXLEN, approximate=True)
+            pipe.xadd(READY, {"p": part, **fields}, maxlen=READY_MAXLEN, approximate=True)
         pipe.execute()
 
     def active(self, limit: int = 10_000) -> list[tuple[str, float]]:

@@ -303,7 +303,8 @@ class LeaseWorker:
                 owned = self.owned.get(part)
                 if owned is not None:
                     owned.dirty = True
-                elif not self._stop and self.retry_at.get(part, 0.0) <= now:
+                elif not self._stop and (fields.get("r") or self.retry_at.get(part, 0.0) <= now):
+                    # a released lease is free now: don't wait for its old expiry
                     self.try_acquire(part, now)
 
     # -- applying ------------------------------------------------------------------------
@@ -433,7 +434,7 @@ class LeaseWorker:
             for part in parts:
                 self.owned[part].lease.release()
             self.owned.clear()
-            self.index.wake(parts)  # successors take over at once, not after the TTL
+            self.index.wake(parts, released=True)  # successors take over at once, not after the TTL
             self.heartbeat(alive=False)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("could not release leases (%s); they lapse after the TTL", exc)
