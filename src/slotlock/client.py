@@ -18,7 +18,7 @@ import redis
 from .catalog import Catalog
 from .config import Settings
 from .days.index import WorkIndex
-from .days.keys import DayKeys, idempotency_key, partition
+from .days.keys import REPLICATION_BARRIER, DayKeys, idempotency_key, partition
 from .days.scripts import Scripts
 from .days.store import DayStore
 from .errors import IdempotencyMismatch, InvalidRequest
@@ -168,9 +168,28 @@ class Client:
             raw = self.blocking.blmove(keys.reply(command_id), keys.reply(command_id),
                                        wait_ms / 1000, "LEFT", "RIGHT")
             if raw:
-                return json.loads(raw)
+                return json.loads(raw) if self.replicated() else None
         raw = self.store.outcome(keys, command_id)
-        return json.loads(raw) if raw else None
+        return json.loads(raw) if raw and self.replicated() else None
+
+    def replicated(self) -> bool:
+        """True once everything this client has *seen* is on ``wait_replicas`` replicas.
+
+        The worker's commit (and the reply inside it) happens on the primary before any
+        replica has it. WAIT only covers the calling connection's own writes, so we write
+        a barrier *after* having seen the outcome and WAIT for that: the replication
+        stream is one ordered log, so a replica that acknowledged the barrier also holds
+        the commit we saw (and the command before it). If too few replicas answer in
+        time the outcome is not told (the caller answers 202 / "pending" instead).
+        """
+        wanted = self.settings.wait_replicas
+        if wanted <= 0:
+            return True
+        pipe = self.redis.pipeline(transaction=False)  # one connection: the INCR, then WAIT
+        pipe.incr(REPLICATION_BARRIER)
+        pipe.execute_command("WAIT", wanted, self.settings.wait_replicas_timeout_ms)
+        _, acked = pipe.execute()
+        return int(acked) >= wanted
 
     def status(self, command_id: str) -> dict[str, Any] | None:
         """``{"command_id", "status", ...}`` or None for an unknown command."""
@@ -178,7 +197,7 @@ class Client:
         raw = self.store.outcome(DayKeys.of(calendar_id, day), command_id)
         if raw is None:
             return None
-        if raw == "":
+        if raw == "" or not self.replicated():
             return {"command_id": command_id, "status": "pending"}
         return json.loads(raw)
 

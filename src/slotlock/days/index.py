@@ -29,7 +29,8 @@ class WorkIndex:
             target.execute()
 
     def wake(self, parts: list[str], released: bool = False) -> None:
-        """Wake the workers for ``parts``; ``released`` tells them the lease is free right now."""
+        """Wake the workers for ``parts``; ``released``: their leases were just given up, so
+        a worker waiting for those leases to expire may take them now."""
         if not parts:
             return
         fields = {"r": "1"} if released else {}

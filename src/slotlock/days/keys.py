@@ -16,6 +16,7 @@ READY = f"{PREFIX}:ready"  # stream: "this partition has new work" wake-ups for 
 CALENDARS = f"{PREFIX}:calendars"  # set of calendar ids
 WORKERS = f"{PREFIX}:workers"  # hash: worker id -> status json
 DEV_SECRET_KEY = f"{PREFIX}:dev:secret-key"  # shared session key of web processes without SECRET_KEY
+REPLICATION_BARRIER = f"{PREFIX}:replication-barrier"  # counter written before WAIT, see client
 DAYS = f"{PREFIX}:days"  # zset: every partition ever written, scored by local date ordinal
 # -- background jobs (issue 6) ----------------------------------------------------------------
 CHANGED = f"{PREFIX}:days:changed"  # zset: partition -> epoch ms of its last commit (audit)

@@ -48,6 +48,21 @@ HEARTBEAT_S = 1.0
 REINDEX_S = 30.0  # look for queued days missing from the index (see WorkIndex.reindex)
 FAILPOINT_ENV = "SLOTLOCK_FAILPOINT"  # test-only: "<name>:N" acts at the N-th commit
 FAILPOINTS = ("stop_before_commit", "sleep_before_commit", "kill_after_commit")
+# "stop_before_commit:usr1": fire at the first commit after a SIGUSR1, if one comes within
+# ARMED_FOR_S (the fault harness uses it to make a stale writer certain, not lucky).
+ARMED_BY_SIGNAL = "usr1"
+ARMED_FOR_S = 2.0
+DISABLE_FENCING_ENV = "SLOTLOCK_TEST_DISABLE_FENCING"
+
+
+def fencing_disabled_for_test() -> bool:
+    """Test-only broken build: commit without the lease token (and cursor) check.
+
+    Honoured only when the process also runs under pytest (``PYTEST_CURRENT_TEST`` is
+    inherited from the test that started it), so a stray variable cannot break production.
+    It exists to prove that the fault checker catches what fencing prevents.
+    """
+    return os.environ.get(DISABLE_FENCING_ENV) == "1" and bool(os.environ.get("PYTEST_CURRENT_TEST"))
 
 
 class _Wake(Exception):
@@ -91,7 +106,8 @@ class LeaseWorker:
         self.client = client or connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms)
         self.blocking = blocking or connect_blocking(settings.redis_url, block_ms=BLOCK_MS,
                                                      timeout_ms=settings.redis_timeout_ms)
-        self.scripts = Scripts(self.client)
+        self.unfenced = fencing_disabled_for_test()
+        self.scripts = Scripts(self.client, unfenced_commit=self.unfenced)
         self.store = DayStore(self.client, self.scripts)
         self.index = WorkIndex(self.client, self.scripts)
         self.catalog = Catalog(self.client)
@@ -108,6 +124,7 @@ class LeaseWorker:
         self._next_reindex = 0.0
         self._failpoint = self._read_failpoint()
         self._commits_seen = 0
+        self._armed_until = 0.0
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -115,6 +132,10 @@ class LeaseWorker:
         if install_signals:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+            if self._failpoint and self._failpoint[1] == ARMED_BY_SIGNAL:
+                signal.signal(signal.SIGUSR1, self._arm_failpoint)
+        if self.unfenced:
+            log.warning("TEST BUILD: fencing disabled, commits are not checked against the lease")
         deadline = time.monotonic() + max_seconds if max_seconds else None
         log.info("worker %s started (pid %d, lease ttl %d ms, batch %d)", self.holder,
                  os.getpid(), self.settings.lease_ttl_ms, self.settings.batch_size)
@@ -299,7 +320,8 @@ class LeaseWorker:
                 owned = self.owned.get(part)
                 if owned is not None:
                     owned.dirty = True
-                elif not self._stop and self.retry_at.get(part, 0.0) <= now:
+                elif not self._stop and (fields.get("r") or self.retry_at.get(part, 0.0) <= now):
+                    # a released lease is free now: don't wait for its old expiry
                     self.try_acquire(part, now)
 
     # -- applying ------------------------------------------------------------------------
@@ -414,14 +436,21 @@ class LeaseWorker:
         name, _, nth = raw.partition(":")
         if name not in FAILPOINTS:
             raise ValueError(f"unknown failpoint {raw!r}")
-        return name, int(nth or 1)
+        return name, nth if nth == ARMED_BY_SIGNAL else int(nth or 1)
+
+    def _arm_failpoint(self, signum, frame) -> None:
+        self._armed_until = time.monotonic() + ARMED_FOR_S
 
     def _maybe_failpoint(self, part: str, owned: OwnedDay) -> None:
         if self._failpoint is None or self._failpoint[0] == "kill_after_commit":
             return
         self._commits_seen += 1
         name, nth = self._failpoint
-        if self._commits_seen != nth:
+        if nth == ARMED_BY_SIGNAL:
+            if time.monotonic() > self._armed_until:
+                return
+            self._armed_until = 0.0
+        elif self._commits_seen != nth:
             return
         log.warning("FAILPOINT %s: %s token %d", name, part, owned.lease.token)
         for handler in logging.getLogger().handlers:

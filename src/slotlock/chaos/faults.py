@@ -1,0 +1,244 @@
+"""Faults on a seeded schedule, and the failover times they cause.
+
+The schedule (times and kinds) comes from the seed alone; which process a fault hits
+is drawn from the same seed among the processes alive at that moment, preferring
+the holder of a busy day so that every kill or pause interrupts real work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ..days.keys import WORKERS, DayKeys
+from .cluster import Cluster
+
+log = logging.getLogger("slotlock.chaos")
+
+# kind -> weight. See README "Guarantees under faults" for what each one attacks.
+KINDS = {
+    "kill_worker": 2.0,  # SIGKILL a day's holder, start a replacement
+    "stale_commit": 2.0,  # stop a holder between decide and commit, past the TTL, resume it
+    "pause_worker": 1.0,  # SIGSTOP a worker wherever it is, past the TTL, then SIGCONT
+    "term_worker": 2.0,  # SIGTERM (rolling restart) a holder, start a replacement
+    "term_web": 1.0,  # SIGTERM (rolling restart) a web process, start a replacement
+    "client_kill": 1.0,  # CLIENT KILL TYPE normal: every connection dropped
+    "redis_restart": 0.5,  # SIGKILL redis-server, restart it from its AOF
+    "net_slow": 1.0,  # one link gets 20-150 ms per chunk for a few seconds
+    "net_stall": 1.0,  # one link holds all traffic for 0.3-3 s, then delivers it late
+}
+
+
+def schedule(seed: int, duration_s: float, rate: float, kinds: dict[str, float] | None = None,
+             warmup_s: float = 2.0) -> list[tuple[float, str]]:
+    """Poisson arrivals at ``rate`` faults per second, kinds drawn by weight."""
+    kinds = kinds or KINDS
+    rng = random.Random(seed)
+    names, weights = list(kinds), list(kinds.values())
+    out, t = [], warmup_s
+    while rate > 0:
+        t += rng.expovariate(rate)
+        if t >= duration_s:
+            break
+        out.append((t, rng.choices(names, weights)[0]))
+    return out
+
+
+@dataclass
+class Fault:
+    kind: str
+    at: float
+    target: str = ""
+    detail: dict = field(default_factory=dict)
+    took_s: float = 0.0
+
+
+class Injector(threading.Thread):
+    def __init__(self, cluster: Cluster, plan: list[tuple[float, str]], days: list[str],
+                 seed: int, t0: float, stop: threading.Event):
+        super().__init__(name="faults", daemon=True)
+        self.cluster = cluster
+        self.plan = plan
+        self.days = days
+        self.rng = random.Random(seed ^ 0x5EED)
+        self.t0 = t0
+        self.stop_event = stop
+        self.faults: list[Fault] = []
+        self.failover: dict[str, list[float]] = {"kill": [], "term": []}
+        self.intended_exits: set[int] = set()  # pids the harness stopped on purpose
+        self.errors: list[str] = []
+        self.ttl_s = cluster.config.lease_ttl_ms / 1000
+
+    def run(self) -> None:
+        for at, kind in self.plan:
+            while not self.stop_event.is_set() and time.monotonic() - self.t0 < at:
+                self.stop_event.wait(0.05)
+            if self.stop_event.is_set():
+                return
+            fault = Fault(kind, round(time.monotonic() - self.t0, 3))
+            started = time.monotonic()
+            try:
+                getattr(self, kind)(fault)
+            except Exception as exc:  # recorded: a fault that could not be injected
+                log.exception("fault %s failed", kind)
+                self.errors.append(f"{kind} at {fault.at}: {exc!r}")
+            fault.took_s = round(time.monotonic() - started, 3)
+            self.faults.append(fault)
+            log.info("fault %s %s %s", kind, fault.target, fault.detail)
+
+    # -- choosing a victim ---------------------------------------------------------------
+
+    def holders(self) -> dict[str, tuple[str, int]]:
+        """part -> (holder id, token) of every day lease held now."""
+        pipe = self.cluster.redis.pipeline(transaction=False)
+        for part in self.days:
+            pipe.get(DayKeys(part).lease)
+        out = {}
+        for part, value in zip(self.days, pipe.execute()):
+            if value:
+                token, holder = value.split(":", 1)
+                out[part] = (holder, int(token))
+        return out
+
+    def pick_worker(self, holding: bool = True) -> tuple[int, dict[str, int]]:
+        """A worker slot (a lease holder if any) and the days it holds with their tokens."""
+        held = self.holders()
+        by_holder: dict[str, dict[str, int]] = {}
+        for part, (holder, token) in held.items():
+            by_holder.setdefault(holder, {})[part] = token
+        slots = {p.name: slot for slot, p in self.cluster.workers.items()}
+        candidates = [name for name in by_holder if name in slots] if holding else []
+        if candidates:
+            name = self.rng.choice(sorted(candidates))
+            return slots[name], by_holder[name]
+        slot = self.rng.choice(sorted(self.cluster.workers))
+        return slot, by_holder.get(self.cluster.workers[slot].name, {})
+
+    def wait_successors(self, days: dict[str, int], since: float, timeout: float) -> list[float]:
+        """Seconds from ``since`` until each day's committed token passed the old holder's."""
+        waiting = dict(days)
+        found = []
+        deadline = since + timeout
+        while waiting and time.monotonic() < deadline:
+            pipe = self.cluster.redis.pipeline(transaction=False)
+            for part in waiting:
+                pipe.hget(DayKeys(part).state, "token")
+            for (part, token), committed in zip(list(waiting.items()), pipe.execute()):
+                if committed and int(committed) > token:
+                    found.append(time.monotonic() - since)
+                    del waiting[part]
+            time.sleep(0.005)
+        return found
+
+    # -- the faults ----------------------------------------------------------------------
+
+    def kill_worker(self, fault: Fault) -> None:
+        slot, days = self.pick_worker()
+        proc = self.cluster.workers[slot]
+        fault.target = proc.name
+        self.intended_exits.add(proc.pid)
+        sent = time.monotonic()
+        proc.send(signal.SIGKILL)
+        proc.wait(5)
+        self.cluster.start_worker(slot)
+        times = self.wait_successors(days, sent, self.ttl_s + 10)
+        fault.detail = {"days": len(days), "failover_ms": [round(t * 1000) for t in times]}
+        self.failover["kill"].extend(times)
+
+    def term_worker(self, fault: Fault) -> None:
+        slot, days = self.pick_worker()
+        proc = self.cluster.workers[slot]
+        fault.target = proc.name
+        self.intended_exits.add(proc.pid)
+        sent = time.monotonic()
+        proc.send(signal.SIGTERM)
+        times = self.wait_successors(days, sent, self.ttl_s + 10)
+        code = proc.wait(10)
+        self.cluster.start_worker(slot)
+        fault.detail = {"days": len(days), "exit": code,
+                        "failover_ms": [round(t * 1000) for t in times]}
+        self.failover["term"].extend(times)
+
+    def _pause(self, proc, fault: Fault) -> None:
+        hold = self.ttl_s * self.rng.uniform(1.3, 2.5)
+        time.sleep(hold)
+        proc.send(signal.SIGCONT)
+        fault.detail["paused_ms"] = round(hold * 1000)
+
+    def pause_worker(self, fault: Fault) -> None:
+        slot, _ = self.pick_worker(holding=self.rng.random() < 0.7)
+        proc = self.cluster.workers[slot]
+        fault.target = proc.name
+        proc.send(signal.SIGSTOP)
+        self._pause(proc, fault)
+
+    def stale_commit(self, fault: Fault) -> None:
+        """The failpoint stops the worker between deciding a batch and committing it; its
+        lease lapses while it is stopped, so on SIGCONT it commits under a stale token."""
+        slot, _ = self.pick_worker()
+        proc = self.cluster.workers[slot]
+        fault.target = proc.name
+        proc.send(signal.SIGUSR1)
+        deadline = time.monotonic() + 2.5
+        while proc.state() != "T" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        fault.detail["mid_commit"] = proc.state() == "T"
+        if not fault.detail["mid_commit"]:
+            proc.send(signal.SIGSTOP)  # no commit came: a plain pause instead
+        self._pause(proc, fault)
+
+    def term_web(self, fault: Fault) -> None:
+        slot = self.rng.choice(sorted(self.cluster.webs))
+        proc = self.cluster.webs[slot]
+        fault.target = proc.name
+        self.intended_exits.add(proc.pid)
+        proc.send(signal.SIGTERM)
+        fault.detail["exit"] = proc.wait(30)
+        self.cluster.start_web(slot)
+        fault.detail["ready_s"] = round(self.cluster.wait_web_ready(slot), 3)
+
+    def client_kill(self, fault: Fault) -> None:
+        fault.target = "redis"
+        fault.detail["killed"] = self.cluster.redis.execute_command("CLIENT", "KILL", "TYPE",
+                                                                    "normal")
+
+    def redis_restart(self, fault: Fault) -> None:
+        fault.target = "redis"
+        fault.detail["restart_s"] = round(self.cluster.restart_redis(
+            down_s=self.rng.uniform(0.1, 1.0)), 3)
+
+    def _link(self):
+        slot = self.rng.choice(sorted(self.cluster.workers) + ["web"])
+        return self.cluster.web_link() if slot == "web" else self.cluster.worker_link(slot)
+
+    def net_slow(self, fault: Fault) -> None:
+        link = self._link()
+        fault.target = link.name
+        ms = self.rng.uniform(20, 150)
+        for_s = self.rng.uniform(1, 4)
+        link.set_latency(ms)
+        time.sleep(for_s)
+        link.set_latency(0)
+        fault.detail = {"latency_ms": round(ms), "for_ms": round(for_s * 1000)}
+
+    def net_stall(self, fault: Fault) -> None:
+        link = self._link()
+        fault.target = link.name
+        for_s = self.rng.uniform(0.3, 3.0)
+        link.hold()
+        time.sleep(for_s)
+        link.release()
+        fault.detail = {"held_ms": round(for_s * 1000)}
+
+
+def worker_fence_refusals(cluster: Cluster) -> int:
+    """The ``fence_refusals`` counters of every worker's last heartbeat in ``sl:workers``."""
+    total = 0
+    for raw in cluster.redis.hvals(WORKERS):
+        total += json.loads(raw).get("stats", {}).get("fence_refusals", 0)
+    return total
