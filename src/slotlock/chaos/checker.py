@@ -71,8 +71,8 @@ class Sampler(threading.Thread):
             cursor, version = cursor or "0-0", int(version or 0)
             last = self._last.get(part)
             if last and (not stream_le(last[0], cursor) or version < last[1]):
-                self.anomalies.append(("order", f"{part} went back: cursor {last[0]} -> "
-                                                f"{cursor}, version {last[1]} -> {version}"))
+                self.anomalies.append(("order", (f"{part} went back: cursor {last[0]} -> "
+                                                f"{cursor}, version {last[1]} -> {version}")))
             self._last[part] = (cursor, version)
 
 

@@ -79,8 +79,8 @@ class RunReport:
             f"faults: {self.faults['total']}  "
             + "  ".join(f"{k}={v}" for k, v in sorted(self.faults["by_kind"].items())),
             f"stale commits forced mid-commit: {self.faults['stale_mid_commit']}",
-            f"fencing refusals observed: {self.fence_refusals_logged} (FENCED: log lines), "
-            f"{self.fence_refusals_heartbeats} (heartbeat counters of the last workers)",
+            (f"fencing refusals observed: {self.fence_refusals_logged} (FENCED: log lines), "
+            f"{self.fence_refusals_heartbeats} (heartbeat counters of the last workers)"),
         ]
         for kind, figures in self.failover.items():
             if figures["n"]:

@@ -49,5 +49,4 @@ class History:
 
     def write(self, path: Path) -> None:
         with open(path, "w") as out:
-            for op in list(self.ops):
-                out.write(json.dumps(asdict(op)) + "\n")
+            out.writelines(json.dumps(asdict(op)) + "\n" for op in list(self.ops))
