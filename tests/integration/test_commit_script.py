@@ -112,3 +112,18 @@ def test_backlog_limit_refuses_new_commands(any_redis):
         store.submit(KEYS, "c4", "{}", backlog_limit=3)
     assert busy.value.pending == 3
     assert len(store.read_commands(KEYS, "0-0", 10)) == 3
+
+
+def test_the_test_only_unfenced_build_differs_from_commit_lua_by_the_fence_alone(any_redis):
+    from slotlock.days.scripts import source, unfenced
+
+    broken = unfenced(source("commit"))
+    assert 'return {0, "fenced"' not in broken and 'return {0, "cursor"' not in broken
+    assert len(source("commit").splitlines()) - len(broken.splitlines()) == 10
+    store, ids = setup(any_redis)
+    stale = holder(any_redis, "old")
+    any_redis.delete(KEYS.lease)
+    holder(any_redis, "new")
+    stale.scripts.commit = any_redis.register_script(broken)
+    commit(store, stale, "0-0", ids)  # lands: exactly what fencing exists to prevent
+    assert store.read_state(KEYS).token == stale.token

@@ -19,6 +19,7 @@
 -- returns    {1, version}                  committed
 --            {0, "fenced", lease value}    refused: the lease is gone or someone else's
 --            {0, "cursor", cursor, token}  refused: the day moved on since the caller read it
+-- fence:begin (the test-only broken build cuts from here to fence:end, see scripts.py)
 local lease = redis.call("GET", KEYS[1])
 if lease ~= ARGV[1] then
   return {0, "fenced", lease or ""}
@@ -27,6 +28,7 @@ local cursor = redis.call("HGET", KEYS[2], "cursor") or "0-0"
 if cursor ~= ARGV[3] then
   return {0, "cursor", cursor, redis.call("HGET", KEYS[2], "token") or ""}
 end
+-- fence:end
 local n = tonumber(ARGV[8])
 local m = tonumber(ARGV[9])
 local last_token = redis.call("LINDEX", KEYS[5], -1)

@@ -31,4 +31,18 @@ class Scripts:
         for name in self.NAMES:
             setattr(self, name, client.register_script(source(name)))
         if unfenced_commit:  # test-only broken build, see workers.lease_worker
-            self.commit = client.register_script(source("commit_unfenced"))
+            self.commit = client.register_script(unfenced(source("commit")))
+
+
+def unfenced(commit_source: str) -> str:
+    """TEST-ONLY BROKEN BUILD of commit.lua: the same write with the fence cut out.
+
+    Neither the lease token nor the cursor is compared, so a stale holder's late commit
+    lands (both checks must go: the cursor compare-and-set alone already refuses a stale
+    batch). It exists so the fault checker can prove that it sees the damage.
+    """
+    head, begin, rest = commit_source.partition("-- fence:begin")
+    _, end, tail = rest.partition("-- fence:end\n")
+    if not (begin and end):
+        raise ValueError("commit.lua has lost its fence markers")
+    return head + tail
