@@ -124,6 +124,6 @@ def test_the_test_only_unfenced_build_differs_from_commit_lua_by_the_fence_alone
     stale = holder(any_redis, "old")
     any_redis.delete(KEYS.lease)
     holder(any_redis, "new")
-    stale.scripts.commit = any_redis.register_script(broken)
+    store.scripts.commit = any_redis.register_script(broken)
     commit(store, stale, "0-0", ids)  # lands: exactly what fencing exists to prevent
     assert store.read_state(KEYS).token == stale.token
