@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -105,3 +106,29 @@ class Procs:
     def stop_all(self, timeout: float = 20.0) -> None:
         for proc in self.started:
             proc.stop(timeout)
+
+
+class WorkerThread:
+    """A real ``LeaseWorker`` in a thread of the test process (no signals; stopped warm)."""
+
+    def __init__(self, settings):
+        from slotlock.workers.lease_worker import LeaseWorker
+
+        self.worker = LeaseWorker(settings)
+        self.thread = threading.Thread(target=self.worker.work,
+                                       kwargs={"install_signals": False}, daemon=True)
+
+    def start(self) -> WorkerThread:
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self.worker.request_stop()  # what SIGTERM does: finish the batch, release, exit
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the lease worker did not stop"
+
+    def __enter__(self):
+        return self.start().worker
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,6 +1,5 @@
 """The client and a lease worker (in a thread) against a real redis-server."""
 
-import threading
 import time
 from datetime import date, datetime
 
@@ -11,8 +10,8 @@ from slotlock.client import Client
 from slotlock.days.keys import ACTIVE, DayKeys
 from slotlock.errors import Backpressure, IdempotencyMismatch, InvalidRequest
 from slotlock.model import Calendar, Rules
-from slotlock.workers.lease_worker import LeaseWorker
 from tests.conftest import make_settings
+from tests.procs import WorkerThread
 
 DAY = date(2026, 12, 1)
 
@@ -33,24 +32,8 @@ def client(settings):
     return Client(settings)
 
 
-class ThreadWorker:
-    def __init__(self, settings, name="w1"):
-        self.worker = LeaseWorker(settings.model_copy(update={"worker_id": name}))
-        self.thread = threading.Thread(target=self.worker.work,
-                                       kwargs={"install_signals": False}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self.worker
-
-    def __exit__(self, *exc):
-        self.worker.request_stop()
-        self.thread.join(5)
-        assert not self.thread.is_alive()
-
-
 def test_book_conflict_and_cancel_roundtrip(settings, client):
-    with ThreadWorker(settings):
+    with WorkerThread(settings):
         first = client.book("alice", "main", at(10), at(11), "standup")
         assert first.outcome["status"] == "accepted"
         booking = first.outcome["booking"]
@@ -73,14 +56,14 @@ def test_nothing_is_lost_while_no_worker_runs(settings, client):
     assert queued.pending
     assert client.status(queued.command_id) == {"command_id": queued.command_id,
                                                "status": "pending"}
-    with ThreadWorker(settings):
+    with WorkerThread(settings):
         outcome = client.wait(queued.command_id, 3000)
     assert outcome["status"] == "accepted"
     assert client.read_day("main", DAY).bookings[0]["title"] == "early"
 
 
 def test_idempotency_key_returns_the_first_outcome(settings, client):
-    with ThreadWorker(settings):
+    with WorkerThread(settings):
         one = client.book("alice", "main", at(12), at(13), "lunch", idempotency_key="k-1")
         two = client.book("alice", "main", at(12), at(13), "lunch", idempotency_key="k-1")
         assert two.duplicate and two.command_id == one.command_id
@@ -99,7 +82,7 @@ def test_time_in_the_spring_gap_is_an_invalid_request(client):
 
 
 def test_rule_changes_apply_to_later_commands(settings, client):
-    with ThreadWorker(settings):
+    with WorkerThread(settings):
         assert client.book("a", "main", at(8), at(11), "long").outcome["status"] == "accepted"
         client.catalog.put(Calendar("main", "Main", "Europe/Berlin",
                                     Rules(max_length_minutes=60)))
@@ -109,7 +92,7 @@ def test_rule_changes_apply_to_later_commands(settings, client):
 
 
 def test_idle_day_is_released_and_dropped_from_the_index(settings, client):
-    with ThreadWorker(settings) as worker:
+    with WorkerThread(settings) as worker:
         client.book("alice", "main", at(16), at(17), "x")
         keys = DayKeys.of("main", DAY)
         deadline = time.monotonic() + 3
@@ -131,7 +114,7 @@ def test_backpressure_when_the_backlog_is_full(settings, client):
 
 
 def test_many_days_are_served_by_one_worker(settings, client):
-    with ThreadWorker(settings) as worker:
+    with WorkerThread(settings) as worker:
         results = [client.book("a", "main", at(10, on=date(2027, 1, d)), at(11, on=date(2027, 1, d)),
                                "x") for d in range(1, 11)]
         assert all(r.outcome["status"] == "accepted" for r in results)
@@ -141,6 +124,6 @@ def test_many_days_are_served_by_one_worker(settings, client):
 def test_a_queued_day_missing_from_the_index_is_found_again(settings, client):
     queued = client.book("alice", "main", at(7), at(8), "orphan", wait_ms=0)
     client.redis.delete(ACTIVE)  # as if the submitter died between append and index bump
-    with ThreadWorker(settings):
+    with WorkerThread(settings):
         outcome = client.wait(queued.command_id, 3000)
     assert outcome and outcome["status"] == "accepted"

@@ -4,34 +4,17 @@ LeaseWorker in a thread deciding the commands, and CSRF protection switched on."
 from __future__ import annotations
 
 import re
-import threading
 
 import pytest
 
 from slotlock.catalog import Catalog
 from slotlock.users import Users
 from slotlock.web import create_app
-from slotlock.workers.lease_worker import LeaseWorker
 from tests.conftest import make_settings
+from tests.procs import WorkerThread
 
 PASSWORDS = {"alice": "alice-pw-1", "bob": "bob-pw-2", "root": "root-pw-3"}
 CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
-
-
-class WorkerThread:
-    def __init__(self, settings):
-        self.worker = LeaseWorker(settings)
-        self.thread = threading.Thread(target=self.worker.work,
-                                       kwargs={"install_signals": False}, daemon=True)
-
-    def start(self) -> WorkerThread:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.worker.request_stop()
-        self.thread.join(15)
-        assert not self.thread.is_alive(), "the lease worker did not stop"
 
 
 @pytest.fixture

@@ -3,31 +3,13 @@ real LeaseWorker in a thread so that outcomes arrive."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from slotlock.catalog import Catalog
 from slotlock.users import Users
 from slotlock.web import create_app
-from slotlock.workers.lease_worker import LeaseWorker
 from tests.conftest import make_settings
-
-
-class WorkerThread:
-    def __init__(self, settings):
-        self.worker = LeaseWorker(settings)
-        self.thread = threading.Thread(target=self.worker.work,
-                                       kwargs={"install_signals": False}, daemon=True)
-
-    def start(self) -> WorkerThread:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.worker._stop = "warm"  # what the SIGTERM handler sets: finish, release, exit
-        self.thread.join(10)
-        assert not self.thread.is_alive()
+from tests.procs import WorkerThread
 
 
 @pytest.fixture
