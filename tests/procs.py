@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+from slotlock.chaos.cluster import Proc as ClusterProc
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.01, what: str = "condition"):
@@ -22,40 +23,19 @@ def wait_for(predicate, timeout: float, interval: float = 0.01, what: str = "con
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-class Proc:
+class Proc(ClusterProc):
     """One slotlock process (``python -m slotlock ARGS``) writing to its own log file."""
 
     def __init__(self, args: list[str], log_path: Path, env: dict[str, str]):
+        super().__init__(log_path.stem, [sys.executable, "-m", "slotlock", *args], log_path, env)
         self.args = args
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop())
-        full_env = dict(os.environ, PYTHONUNBUFFERED="1", **env)
-        self.proc = subprocess.Popen([sys.executable, "-m", "slotlock", *args], env=full_env,
-                                     stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
-        self.pid = self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def wait_log(self, pattern: str, timeout: float = 10.0) -> re.Match:
         regex = re.compile(pattern)
         return wait_for(lambda: regex.search(self.log()), timeout, 0.02,
                         f"/{pattern}/ in {self.log_path.name}:\n{self.log()[-3000:]}")
 
-    def state(self) -> str:
-        """The kernel's process state letter (R, S, T for stopped, Z)."""
-        try:
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
-        except FileNotFoundError:
-            return "gone"
-        return stat.rsplit(")", 1)[1].split()[0]
-
-    def send(self, sig: int) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.pid, sig)
-
-    send_signal = send
+    send_signal = ClusterProc.send
 
     def poll(self) -> int | None:
         return self.proc.poll()
@@ -63,20 +43,6 @@ class Proc:
     @property
     def returncode(self) -> int | None:
         return self.proc.returncode
-
-    def wait(self, timeout: float) -> int:
-        return self.proc.wait(timeout)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.pid, signal.SIGCONT)
-                os.kill(self.pid, signal.SIGTERM)
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 class Procs:
