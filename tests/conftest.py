@@ -57,5 +57,21 @@ def settings() -> Settings:
     return make_settings()
 
 
+@pytest.fixture
+def start_worker():
+    """Start real lease workers in threads of this process; all are stopped (warm) after."""
+    from tests.procs import WorkerThread
+
+    started = []
+
+    def start(settings):
+        started.append(WorkerThread(settings).start())
+        return started[-1]
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
 def pytest_configure(config):
     os.environ.setdefault("SLOTLOCK_LOG_LEVEL", "INFO")

@@ -11,7 +11,6 @@ from slotlock.catalog import Catalog
 from slotlock.users import Users
 from slotlock.web import create_app
 from tests.conftest import make_settings
-from tests.procs import WorkerThread
 
 PASSWORDS = {"alice": "alice-pw-1", "bob": "bob-pw-2", "root": "root-pw-3"}
 CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
@@ -28,21 +27,8 @@ def ui_settings(real_redis, redis_server):
 
 
 @pytest.fixture
-def workers():
-    started: list[WorkerThread] = []
-
-    def start(settings) -> WorkerThread:
-        started.append(WorkerThread(settings).start())
-        return started[-1]
-
-    yield start
-    for worker in started:
-        worker.stop()
-
-
-@pytest.fixture
-def app(ui_settings, workers):
-    workers(ui_settings)
+def app(ui_settings, start_worker):
+    start_worker(ui_settings)
     return create_app(ui_settings)
 
 

@@ -282,7 +282,7 @@ def test_only_the_owner_or_an_admin_may_cancel(browser_for, real_redis):
 # -- pending -------------------------------------------------------------------------------
 
 def test_a_pending_booking_shows_a_self_refreshing_page_until_a_worker_decides(
-        idle_app, ui_settings, workers, real_redis):
+        idle_app, ui_settings, start_worker, real_redis):
     b = Browser(idle_app.test_client())
     assert b.sign_in("alice").status_code == 303
     response = b.book(DAY, "14:00", "Queued", duration=30)
@@ -293,7 +293,7 @@ def test_a_pending_booking_shows_a_self_refreshing_page_until_a_worker_decides(
     assert page.status_code == 202
     assert '<meta http-equiv="refresh" content="1">' in text(page)
     assert "Your request is queued" in text(page)
-    workers(ui_settings)
+    start_worker(ui_settings)
     settled = wait_for(lambda: (r := b.get(status_url)).status_code == 303 and r, 20,
                        0.1, "the command to be decided")
     assert settled.headers["Location"] == DAY_URL
@@ -301,7 +301,7 @@ def test_a_pending_booking_shows_a_self_refreshing_page_until_a_worker_decides(
 
 
 def test_a_pending_booking_refused_later_shows_the_form_again_with_the_conflict(
-        idle_app, ui_settings, workers, real_redis):
+        idle_app, ui_settings, start_worker, real_redis):
     token = Users(real_redis).issue_token("bob")
     api = idle_app.test_client()
     first = api.post("/api/v1/calendars/main/bookings", headers={"Authorization": f"Bearer {token}"},
@@ -310,7 +310,7 @@ def test_a_pending_booking_refused_later_shows_the_form_again_with_the_conflict(
     b = Browser(idle_app.test_client())
     b.sign_in("alice")
     status_url = b.book(DAY, "15:30", "Alice later", duration=30).headers["Location"]
-    workers(ui_settings)
+    start_worker(ui_settings)
     refused = wait_for(lambda: (r := b.get(status_url)).status_code != 202 and r, 20, 0.1,
                        "the command to be decided")
     assert refused.status_code == 409

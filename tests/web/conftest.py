@@ -9,7 +9,6 @@ from slotlock.catalog import Catalog
 from slotlock.users import Users
 from slotlock.web import create_app
 from tests.conftest import make_settings
-from tests.procs import WorkerThread
 
 
 @pytest.fixture
@@ -17,19 +16,6 @@ def web_settings(real_redis, redis_server):
     Catalog(real_redis).ensure_default("UTC")
     return make_settings(redis_url=redis_server.url, reply_timeout_ms=3000,
                          rate_limit="100000/minute")
-
-
-@pytest.fixture
-def start_worker():
-    started = []
-
-    def start(settings):
-        started.append(WorkerThread(settings).start())
-        return started[-1]
-
-    yield start
-    for w in started:
-        w.stop()
 
 
 @pytest.fixture
