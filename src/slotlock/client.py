@@ -204,7 +204,7 @@ class Client:
     # -- reads ---------------------------------------------------------------------------
 
     def read_day(self, calendar_id: str, day: date) -> DayView:
-        calendar = self.catalog.get(calendar_id)
+        calendar = self.calendar(calendar_id)
         state = self.store.read_state(DayKeys.of(calendar_id, day))
         return DayView(calendar, day, state.version, state.bookings, state.pending)
 

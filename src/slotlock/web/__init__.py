@@ -4,11 +4,12 @@ the HTML views). Run under gunicorn: ``gunicorn 'slotlock.web:create_app()'``.""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import redis
 from flask import Flask
-from flask_limiter import HeaderNames, Limiter
+from flask_limiter import Limiter
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -19,7 +20,6 @@ from . import api, errors, health, ui
 from .auth import rate_limit_key
 from .services import Services
 
-LIMITER_RETRY_AFTER = "X-RateLimit-Retry-After"
 log = logging.getLogger("slotlock.web")
 
 
@@ -46,6 +46,14 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     return app
 
 
+def _seconds_to_reset(limiter: Limiter) -> int:
+    try:
+        limit = limiter.current_limit
+        return max(1, int(limit.reset_at - time.time())) if limit else 1
+    except (redis.ConnectionError, redis.TimeoutError):
+        return 1
+
+
 def _shared_dev_secret(settings: Settings) -> str:
     """Without SECRET_KEY (development only), every web process must still sign sessions
     with the same key, or a sign-in made by one gunicorn process is void in the next: the
@@ -70,13 +78,12 @@ def _rate_limits(app: Flask, settings: Settings) -> Limiter:
     """
     timeout = settings.redis_timeout_ms / 1000
 
-    # Flask-Limiter puts Retry-After on every response (and would overwrite the one of a
-    # 503); it writes its own header name instead, copied to Retry-After on a 429 only.
-    # Registered before the limiter's own hook, so it runs after it.
+    # The X-RateLimit-* headers on every response would cost two more Redis calls per
+    # request (the window's stats); only a 429 gets its Retry-After, computed here.
     @app.after_request
     def _retry_after_on_429(response):
         if response.status_code == 429 and "Retry-After" not in response.headers:
-            response.headers["Retry-After"] = response.headers.get(LIMITER_RETRY_AFTER, "1")
+            response.headers["Retry-After"] = str(_seconds_to_reset(limiter))
         return response
 
     limiter = Limiter(
@@ -85,10 +92,9 @@ def _rate_limits(app: Flask, settings: Settings) -> Limiter:
         storage_options={"socket_timeout": timeout, "socket_connect_timeout": min(timeout, 1.0),
                          "retry": Retry(NoBackoff(), 0)},
         strategy="fixed-window",
-        headers_enabled=True,
+        headers_enabled=False,
         swallow_errors=True,
         key_prefix="sl:ratelimit",
-        header_name_mapping={HeaderNames.RETRY_AFTER: LIMITER_RETRY_AFTER},
     )
     limiter.limit(settings.rate_limit)(api.bp)
     limiter.init_app(app)
