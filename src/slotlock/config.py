@@ -6,12 +6,8 @@ import os
 import secrets
 import socket
 
-from pydantic import AliasChoices, Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-
-def _env(name: str):
-    return Field(validation_alias=AliasChoices(name))
 
 
 class Settings(BaseSettings):

@@ -150,6 +150,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_breaking_response(stack, tmp_pa
 
 
 def test_the_procfile_runs_as_is_under_honcho(tmp_path):
+    """release (migrate) first, as a platform does; then web, worker and jobs together."""
     server = RedisServer(tmp_path / "redis").start()
     port = free_port()
     env = stack_env(server.url, port, shim_bin(tmp_path / "bin"))
@@ -164,7 +165,7 @@ def test_the_procfile_runs_as_is_under_honcho(tmp_path):
         assert procfile.read_text().count("127.0.0.1") == original.count("0.0.0.0") == 1
         with open(tmp_path / "honcho.log", "wb") as log:
             honcho = subprocess.Popen([sys.executable, "-m", "honcho", "-f", str(procfile),
-                                       "-d", str(tmp_path), "start", "web", "worker"],
+                                       "-d", str(tmp_path), "start", "web", "worker", "jobs"],
                                       env=env, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True)
         base = f"http://127.0.0.1:{port}"
@@ -181,4 +182,5 @@ def test_the_procfile_runs_as_is_under_honcho(tmp_path):
             assert honcho.returncode is not None
         server.stop()
     text = (tmp_path / "honcho.log").read_text(errors="replace")
-    assert "web.1" in text and "worker.1" in text
+    assert "web.1" in text and "worker.1" in text and "jobs.1" in text
+    assert "Traceback" not in text, text[-4000:]
