@@ -69,7 +69,14 @@ class Injector(threading.Thread):
         self.t0 = t0
         self.stop_event = stop
         self.faults: list[Fault] = []
-        self.failover: dict[str, list[float]] = {"kill": [], "term": []}
+        # seconds from the signal to the successor's first commit on each day the victim
+        # held; "term_queued" only counts days that had commands queued at the signal (on
+        # an idle day the first commit also waits for the next command to arrive), and
+        # "term_lease" is the handover itself: the signal until a successor holds the lease
+        # "term_ready" counts only handovers with another worker up and running at the signal
+        # (a replacement from the previous fault may still be importing Python)
+        self.failover: dict[str, list[float]] = {"kill": [], "term": [], "term_queued": [],
+                                                 "term_lease": [], "term_ready": []}
         self.intended_exits: set[int] = set()  # pids the harness stopped on purpose
         self.errors: list[str] = []
         self.ttl_s = cluster.config.lease_ttl_ms / 1000
@@ -121,18 +128,27 @@ class Injector(threading.Thread):
 
     def wait_successors(self, days: dict[str, int], since: float, timeout: float) -> list[float]:
         """Seconds from ``since`` until each day's committed token passed the old holder's."""
+        return list(self.wait_tokens(days, since, timeout, "state").values())
+
+    def wait_tokens(self, days: dict[str, int], since: float, timeout: float,
+                    where: str) -> dict[str, float]:
+        """Per day, seconds from ``since`` until its token in ``state`` (the last commit) or
+        in ``lease`` (the holder) is newer than the old holder's."""
         waiting = dict(days)
-        found = []
+        found: dict[str, float] = {}
         deadline = since + timeout
         while waiting and time.monotonic() < deadline:
             pipe = self.cluster.redis.pipeline(transaction=False)
             for part in waiting:
-                pipe.hget(DayKeys(part).state, "token")
-            for (part, token), committed in zip(list(waiting.items()), pipe.execute()):
-                if committed and int(committed) > token:
-                    found.append(time.monotonic() - since)
+                if where == "state":
+                    pipe.hget(DayKeys(part).state, "token")
+                else:
+                    pipe.get(DayKeys(part).lease)
+            for (part, token), value in zip(list(waiting.items()), pipe.execute()):
+                if value and int(value.split(":", 1)[0]) > token:
+                    found[part] = time.monotonic() - since
                     del waiting[part]
-            time.sleep(0.005)
+            time.sleep(0.002)
         return found
 
     # -- the faults ----------------------------------------------------------------------
@@ -155,14 +171,27 @@ class Injector(threading.Thread):
         proc = self.cluster.workers[slot]
         fault.target = proc.name
         self.intended_exits.add(proc.pid)
+        pipe = self.cluster.redis.pipeline(transaction=False)
+        for part in days:
+            pipe.hget(DayKeys(part).state, "pending")
+        queued = {part for part, n in zip(days, pipe.execute()) if int(n or 0) > 0}
+        ready = [p.name for other, p in self.cluster.workers.items() if other != slot
+                 and p.alive() and p.state() != "T" and "started (pid" in p.log()]
         sent = time.monotonic()
         proc.send(signal.SIGTERM)
-        times = self.wait_successors(days, sent, self.ttl_s + 10)
+        leases = self.wait_tokens(days, sent, self.ttl_s + 10, "lease")
+        commits = self.wait_tokens(days, sent, self.ttl_s + 10, "state")
         code = proc.wait(10)
         self.cluster.start_worker(slot)
-        fault.detail = {"days": len(days), "exit": code,
-                        "failover_ms": [round(t * 1000) for t in times]}
-        self.failover["term"].extend(times)
+        fault.detail = {"days": len(days), "exit": code, "queued": sorted(queued),
+                        "successors_ready": ready,
+                        "lease_ms": {p: round(t * 1000) for p, t in leases.items()},
+                        "failover_ms": [round(t * 1000) for t in commits.values()]}
+        self.failover["term"].extend(commits.values())
+        self.failover["term_queued"].extend(t for p, t in commits.items() if p in queued)
+        self.failover["term_lease"].extend(leases.values())
+        if ready:
+            self.failover["term_ready"].extend(commits.values())
 
     def _pause(self, proc, fault: Fault) -> None:
         hold = self.ttl_s * self.rng.uniform(1.3, 2.5)

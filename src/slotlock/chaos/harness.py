@@ -28,6 +28,13 @@ from .faults import KINDS, Injector, schedule, worker_fence_refusals
 from .history import History
 from .ops import HttpOps
 
+FAILOVER_LABELS = {
+    "sigkill": "SIGKILL -> successor's first commit",
+    "sigterm": "SIGTERM -> successor's first commit (every day held)",
+    "sigterm_queued": "SIGTERM -> successor's first commit (days with commands queued)",
+    "sigterm_lease": "SIGTERM -> successor holds the lease",
+    "sigterm_ready": "SIGTERM -> successor's first commit (another worker was up)",
+}
 
 @dataclass
 class RunConfig:
@@ -84,8 +91,9 @@ class RunReport:
         ]
         for kind, figures in self.failover.items():
             if figures["n"]:
-                lines.append(f"failover after {kind}: n={figures['n']} p50={figures['p50_ms']} ms "
-                             f"max={figures['max_ms']} ms (target {figures['target_ms']} ms)")
+                lines.append(f"failover, {FAILOVER_LABELS.get(kind, kind)}: n={figures['n']} "
+                             f"p50={figures['p50_ms']} ms max={figures['max_ms']} ms "
+                             f"(target {figures['target_ms']} ms)")
         lines.append(f"samples of committed state during the run: {self.samples}")
         lines.append("anomalies: " + "  ".join(f"{k}={v}" for k, v in self.anomalies.items())
                      + f"  (total {self.anomaly_count})")
@@ -189,6 +197,9 @@ def run(config: RunConfig, log=print) -> RunReport:
             failover={
                 "sigkill": percentiles(injector.failover["kill"], config.lease_ttl_ms + 250),
                 "sigterm": percentiles(injector.failover["term"], 100),
+                "sigterm_queued": percentiles(injector.failover["term_queued"], 100),
+                "sigterm_lease": percentiles(injector.failover["term_lease"], 100),
+                "sigterm_ready": percentiles(injector.failover["term_ready"], 100),
             },
             anomalies=verdict["anomalies"],
             examples=verdict["examples"],
