@@ -108,7 +108,7 @@ def opening_hours(day: Day, booking: Booking) -> Violation | None:
 def no_overlap(day: Day, booking: Booking) -> Violation | None:
     buffer = timedelta(minutes=day.calendar.rules.buffer_minutes)
     start, end = booking.start - buffer, booking.end + buffer
-    conflicts = [b for b in day.bookings if b.overlaps(start, end)]
+    conflicts = [b for b in day.bookings if b.start < end and start < b.end]  # hot path
     if conflicts:
         tz = day.calendar.tz
         what = "overlaps" if not buffer else f"is within {day.calendar.rules.buffer_minutes} minutes of"

@@ -44,6 +44,7 @@ def to_utc(value: datetime, tz: ZoneInfo) -> datetime:
     return value.astimezone(UTC)
 
 
+@lru_cache(maxsize=4096)
 def day_bounds(day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
     """The UTC instants of local midnight opening and closing ``day`` (23, 24 or 25 h apart)."""
     start = datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
