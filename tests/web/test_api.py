@@ -11,6 +11,7 @@ from slotlock.catalog import Catalog
 from slotlock.model import Calendar, Rules
 from slotlock.web import create_app
 from tests.conftest import make_settings
+from tests.procs import wait_for
 
 BOOKINGS = "/api/v1/calendars/main/bookings"
 
@@ -27,6 +28,14 @@ def error_code(response) -> str:
     body = response.get_json()
     assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
     return body["error"]["code"]
+
+
+def settled(client, status_url: str, headers) -> dict:
+    """Poll a status URL until the command is decided."""
+    def decided():
+        status = client.get(status_url, headers=headers).get_json()
+        return status if status["status"] != "pending" else None
+    return wait_for(decided, 10, 0.05, f"{status_url} to settle")
 
 
 def day_bookings(client, headers, day="2030-05-04", calendar="main") -> list[dict]:
@@ -290,12 +299,7 @@ def test_without_a_worker_202_then_the_status_url_reports_the_outcome(
     assert status.get_json() == {"command_id": body["command_id"], "status": "pending"}
 
     start_worker(settings)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        status = client.get(body["status_url"], headers=tokens["alice"]).get_json()
-        if status["status"] != "pending":
-            break
-        time.sleep(0.05)
+    status = settled(client, body["status_url"], tokens["alice"])
     assert status["status"] == "accepted"
     assert status["booking"]["start"] == "2030-05-04T10:00:00+00:00"
     assert "error" not in status
@@ -307,15 +311,7 @@ def test_a_rejected_command_reports_its_error(web_settings, tokens, start_worker
     pending = [client.post(BOOKINGS, json=slot(10), headers=tokens[name]).get_json()
                for name in ("alice", "bob")]
     start_worker(settings)
-    statuses = []
-    for body in pending:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            status = client.get(body["status_url"], headers=tokens["alice"]).get_json()
-            if status["status"] != "pending":
-                break
-            time.sleep(0.05)
-        statuses.append(status)
+    statuses = [settled(client, body["status_url"], tokens["alice"]) for body in pending]
     assert [s["status"] for s in statuses] == ["accepted", "rejected"]  # stream order
     assert statuses[1]["error"]["code"] == "overlap"
     assert statuses[1]["error"]["details"]["conflicts"] == [statuses[0]["booking"]]
