@@ -18,7 +18,7 @@ import redis
 from .catalog import Catalog
 from .config import Settings
 from .days.index import WorkIndex
-from .days.keys import REPLICATION_BARRIER, DayKeys, idempotency_key, partition
+from .days.keys import REPLICATION_BARRIER, DayKeys, idempotency_key
 from .days.scripts import Scripts
 from .days.store import DayStore
 from .errors import IdempotencyMismatch, InvalidRequest
@@ -214,9 +214,3 @@ class Client:
             if booking["id"] == booking_id:
                 return booking
         return None
-
-    def backlog(self, calendar_id: str, day: date) -> int:
-        return self.store.read_state(DayKeys.of(calendar_id, day)).pending
-
-    def partition(self, calendar_id: str, day: date) -> str:
-        return partition(calendar_id, day)

@@ -26,14 +26,6 @@ class CursorMismatch(DayError):
     """Redis refused a commit: the day's cursor moved since this worker read it."""
 
 
-class ReplyTimeout(SlotlockError):
-    """No outcome arrived within the bound; the command stays queued."""
-
-    def __init__(self, command_id: str):
-        super().__init__(f"no outcome for {command_id} yet; it stays queued")
-        self.command_id = command_id
-
-
 class Backpressure(SlotlockError):
     """A day's backlog passed its limit; the caller should retry later."""
 
