@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import redis
 
-from .keys import ACTIVE, PREFIX, READY
+from .keys import ACTIVE, READY, day_key_pattern, partition_of
 from .scripts import Scripts
 
 READY_MAXLEN = 10_000
@@ -55,8 +55,8 @@ class WorkIndex:
         (the two travel in one pipeline, so the window is tiny, but it exists).
         """
         restored = []
-        for key in self.client.scan_iter(match=f"{PREFIX}:{{*}}:state", count=scan_count):
-            part = key[len(PREFIX) + 2:-len("}:state")]
+        for key in self.client.scan_iter(match=day_key_pattern("state"), count=scan_count):
+            part = partition_of(key, "state")
             if int(self.client.hget(key, "pending") or 0) > 0 and self.score(part) is None:
                 self.mark(part)
                 restored.append(part)

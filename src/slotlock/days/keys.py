@@ -39,6 +39,19 @@ def job_tick_key(name: str, slot: int) -> str:
 # -- end background jobs ----------------------------------------------------------------------
 
 
+RATE_LIMIT_PREFIX = f"{PREFIX}:ratelimit"  # Flask-Limiter's counters
+
+
+def day_key_pattern(kind: str) -> str:
+    """A SCAN pattern for one kind of key of every day, e.g. ``sl:{*}:state``."""
+    return f"{PREFIX}:{{*}}:{kind}"
+
+
+def partition_of(key: str, kind: str) -> str:
+    """The partition of a day key found by ``day_key_pattern(kind)``."""
+    return key[len(PREFIX) + 2:-len(f"}}:{kind}")]
+
+
 def partition(calendar_id: str, day: date) -> str:
     return f"{calendar_id}:{day.isoformat()}"
 
@@ -116,6 +129,10 @@ class DayKeys:
 
     def reply(self, command_id: str) -> str:
         return f"{PREFIX}:{self.tag}:reply:{command_id}"
+
+    @property
+    def reply_pattern(self) -> str:
+        return self.reply("*")
 
 
 USERS = f"{PREFIX}:users"  # set of user names

@@ -14,7 +14,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..config import Settings
-from ..days.keys import DEV_SECRET_KEY
+from ..days.keys import DEV_SECRET_KEY, RATE_LIMIT_PREFIX
 from ..redis_conn import connect
 from . import api, errors, health, ui
 from .auth import rate_limit_key
@@ -94,7 +94,7 @@ def _rate_limits(app: Flask, settings: Settings) -> Limiter:
         strategy="fixed-window",
         headers_enabled=False,
         swallow_errors=True,
-        key_prefix="sl:ratelimit",
+        key_prefix=RATE_LIMIT_PREFIX,
     )
     limiter.limit(settings.rate_limit)(api.bp)
     limiter.init_app(app)

@@ -27,7 +27,15 @@ from typing import Any
 import redis
 
 from ..catalog import Catalog
-from ..days.keys import DAYS, FINDINGS, DayKeys, partition, split_partition
+from ..days.keys import (
+    DAYS,
+    FINDINGS,
+    DayKeys,
+    day_key_pattern,
+    partition,
+    partition_of,
+    split_partition,
+)
 from ..model import Calendar
 from ..model.booking import Booking
 from ..model.timeutil import UTC
@@ -309,8 +317,8 @@ def known_days(client: redis.Redis) -> list[str]:
     The index is written after a commit, so a crash can miss it; the SCAN cannot.
     """
     days = set(client.zrange(DAYS, 0, -1))
-    for key in client.scan_iter(match="sl:{*}:state", count=1000):
-        days.add(key[len("sl:{"):-len("}:state")])
+    for key in client.scan_iter(match=day_key_pattern("state"), count=1000):
+        days.add(partition_of(key, "state"))
     found = []
     for part in days:
         try:

@@ -34,7 +34,15 @@ import redis
 
 from ..catalog import Catalog
 from ..config import Settings
-from ..days.keys import OUTBOX_DAYS, DayKeys, delivered_key, publish_lock_key, split_partition
+from ..days.keys import (
+    OUTBOX_DAYS,
+    DayKeys,
+    day_key_pattern,
+    delivered_key,
+    partition_of,
+    publish_lock_key,
+    split_partition,
+)
 from ..days.scripts import Scripts
 
 log = logging.getLogger("slotlock.notify")
@@ -191,9 +199,9 @@ def days_with_events(client: redis.Redis) -> list[tuple[str, float]]:
 def sweep_outboxes(client: redis.Redis) -> int:
     """Index every non-empty outbox: the safety net for a hint lost in a crash."""
     found = 0
-    for key in client.scan_iter(match="sl:{*}:outbox", count=1000, _type="list"):
+    for key in client.scan_iter(match=day_key_pattern("outbox"), count=1000, _type="list"):
         if client.llen(key):
-            part = key[len("sl:{"):-len("}:outbox")]
+            part = partition_of(key, "outbox")
             client.zincrby(OUTBOX_DAYS, 1, part)
             found += 1
     return found

@@ -89,7 +89,7 @@ def retain_day(client: redis.Redis, part: str, *, reply_ttl_ms: int,
 def expire_replies(client: redis.Redis, keys: DayKeys, reply_ttl_ms: int) -> int:
     """Reply keys get a PEXPIRE at commit; give one to any that lost it."""
     fixed = 0
-    for key in client.scan_iter(match=f"sl:{keys.tag}:reply:*", count=1000):
+    for key in client.scan_iter(match=keys.reply_pattern, count=1000):
         if client.pttl(key) == -1:
             client.pexpire(key, reply_ttl_ms)
             fixed += 1
