@@ -127,3 +127,27 @@ def test_a_queued_day_missing_from_the_index_is_found_again(settings, client):
     with WorkerThread(settings):
         outcome = client.wait(queued.command_id, 3000)
     assert outcome and outcome["status"] == "accepted"
+
+
+def test_a_day_whose_batch_raises_is_let_go_and_the_others_go_on(settings, client,
+                                                                 monkeypatch):
+    from slotlock.workers import lease_worker
+
+    poisoned = date(2026, 12, 9)
+    real_apply = lease_worker.apply_entries
+
+    def apply(day, cursor, entries, part, with_events):
+        if part == f"main:{poisoned.isoformat()}":
+            raise RuntimeError("a bug in a rule")
+        return real_apply(day, cursor, entries, part, with_events)
+
+    monkeypatch.setattr(lease_worker, "apply_entries", apply)
+    with WorkerThread(settings) as worker:
+        stuck = client.book("a", "main", at(9, on=poisoned), at(10, on=poisoned), "x",
+                            wait_ms=500)
+        assert stuck.pending
+        fine = client.book("a", "main", at(9), at(10), "y")
+        assert fine.outcome["status"] == "accepted"
+        assert worker.stats["day_errors"] >= 1
+        assert not client.redis.exists(DayKeys.of("main", poisoned).lease)
+        assert client.status(stuck.command_id)["status"] == "pending"  # nothing half-written

@@ -46,6 +46,7 @@ log = logging.getLogger("slotlock.worker")
 BLOCK_MS = 50  # longest blocking read; also the sweep period for orphaned days
 HEARTBEAT_S = 1.0
 REINDEX_S = 30.0  # look for queued days missing from the index (see WorkIndex.reindex)
+DAY_ERROR_BACKOFF_S = 5.0  # a day whose batch raised is left alone this long
 FAILPOINT_ENV = "SLOTLOCK_FAILPOINT"  # test-only: "<name>:N" acts at the N-th commit
 FAILPOINTS = ("stop_before_commit", "sleep_before_commit", "kill_after_commit")
 # "stop_before_commit:usr1": fire at the first commit after a SIGUSR1, if one comes within
@@ -151,13 +152,18 @@ class LeaseWorker:
                     backoff.reset()
                 except _Wake:
                     self._reset_blocking()
-                except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                except (redis.RedisError, OSError) as exc:
                     self.stats["redis_errors"] += 1
                     self._forget_cached_state()
                     delay = backoff.next()
                     log.warning("redis error (%s: %s); retrying in %.0f ms",
                                 type(exc).__name__, exc, delay * 1000)
                     self._sleep(delay)
+                except Exception:  # a bug outside any one day: log it, back off, go on
+                    self.stats["errors"] += 1
+                    self._forget_cached_state()
+                    log.exception("unexpected error in the worker loop")
+                    self._sleep(backoff.next())
         except _ColdStop:
             log.warning("worker %s: cold stop, leases left to expire", self.holder)
             return 1
@@ -334,7 +340,13 @@ class LeaseWorker:
                 continue
             if self._stop and worked:
                 break  # warm stop: finish what is in hand, leave the rest to a successor
-            worked = self.process_batch(part, owned) > 0 or worked
+            try:
+                worked = self.process_batch(part, owned) > 0 or worked
+            except (redis.ConnectionError, redis.TimeoutError, OSError, _Wake):
+                raise  # the connection, not the day: the loop backs off and reads again
+            # a bug, a script error or a poisoned day must not stop the other days (logged)
+            except Exception:  # noqa: BLE001
+                self._let_go_after_error(part, owned)
         if any(o.dirty for o in self.owned.values()):
             self._read_wakeups(block_ms=None)  # keep other days from starving behind a hot one
         return worked
@@ -408,6 +420,18 @@ class LeaseWorker:
             pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("could not note commit of %s for the jobs (%s)", part, exc)
+
+    def _let_go_after_error(self, part: str, owned: OwnedDay) -> None:
+        self.stats["day_errors"] += 1
+        log.exception("error while applying %s (token %s); nothing of the batch was written; "
+                      "letting the day go for %.0f s", part, owned.lease.token,
+                      DAY_ERROR_BACKOFF_S)
+        self.owned.pop(part, None)
+        self.retry_at[part] = time.monotonic() + DAY_ERROR_BACKOFF_S
+        try:
+            owned.lease.release()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            pass  # it lapses after the TTL
 
     @staticmethod
     def catalog_key(calendar_id: str) -> str:
