@@ -122,32 +122,48 @@ class Client:
 
     def submit(self, command: Command, *, wait_ms: int | None = None) -> Result:
         """Queue ``command`` (once per idempotency key) and wait up to ``wait_ms`` for it."""
+        reserved = None
         if command.idempotency_key:
-            command = self._reserve_key(command)
+            command, reserved = self._reserve_key(command)
         keys = DayKeys.of(command.calendar, command.date)
         scoped_key = f"{command.actor}:{command.idempotency_key}" if command.idempotency_key else None
         # One round trip: append, then bump the index and wake the workers (a spurious
         # wake-up after a duplicate or a refusal costs a worker one empty read).
         pipe = self.redis.pipeline(transaction=False)
         self.store.submit(keys, command.command_id, json.dumps(command.to_dict()), scoped_key,
-                          self.settings.backlog_limit, pipe=pipe)
+                          self.settings.backlog_limit, pipe=pipe,
+                          fingerprint=fingerprint(command) if scoped_key else "")
         self.index.mark(keys.part, pipe=pipe)
-        submitted = self.store.submitted(keys, command.command_id, pipe.execute()[0])
+        try:
+            submitted = self.store.submitted(keys, command.command_id, pipe.execute()[0],
+                                             command.idempotency_key or "")
+        except IdempotencyMismatch:
+            if reserved is not None:  # the key's global record we just wrote pins nothing
+                self.scripts.delete_if_equal(keys=[reserved[0]], args=[reserved[1]])
+            raise
+        if submitted.outcome is not None:  # a retry of a decided command: no wait at all
+            outcome = json.loads(submitted.outcome)
+            return Result(submitted.command_id, outcome if self.replicated() else None, True)
         wait = self.settings.reply_timeout_ms if wait_ms is None else min(
             wait_ms, self.settings.reply_timeout_ms)
         outcome = self.wait(submitted.command_id, wait)
         return Result(submitted.command_id, outcome, submitted.duplicate)
 
-    def _reserve_key(self, command: Command) -> Command:
-        """Pin an idempotency key to one command id and request body, across all days."""
+    def _reserve_key(self, command: Command) -> tuple[Command, tuple[str, str] | None]:
+        """Pin an idempotency key to one command id and request body, across all days.
+
+        Returns the command to submit and, when this call wrote the key's record, the
+        record's (key, value) so that a refusal further on can take it back.
+        """
         key = idempotency_key(command.actor, command.idempotency_key)
         record = {
             "command_id": command.command_id,
             "booking_id": command.booking_id,
             "fingerprint": fingerprint(command),
         }
-        if self.redis.set(key, json.dumps(record), nx=True, ex=self.settings.idempotency_ttl_s):
-            return command
+        value = json.dumps(record)
+        if self.redis.set(key, value, nx=True, ex=self.settings.idempotency_ttl_s):
+            return command, (key, value)
         existing = json.loads(self.redis.get(key) or json.dumps(record))
         if existing["fingerprint"] != record["fingerprint"]:
             raise IdempotencyMismatch(command.idempotency_key, existing["command_id"])
@@ -155,7 +171,7 @@ class Client:
         fields = {f: getattr(command, f) for f in command.__slots__}
         fields.update(command_id=existing["command_id"], booking_id=existing["booking_id"],
                       date=day)
-        return type(command)(**fields)
+        return type(command)(**fields), None
 
     # -- outcomes ------------------------------------------------------------------------
 

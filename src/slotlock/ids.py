@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import date, datetime
+from datetime import date
 
 from .errors import InvalidRequest
 
@@ -18,13 +18,18 @@ _BOOKING = re.compile(r"^(\d{8})\.([0-9a-f]{16,32})$")
 def new_ids(calendar_id: str, day: date) -> tuple[str, str]:
     """A fresh command id and the id its booking will have if a ``book`` is accepted."""
     rand = secrets.token_hex(8)
-    stamp = day.strftime("%Y%m%d")
+    stamp = day_stamp(day)
     return f"{calendar_id}.{stamp}.{rand}", f"{stamp}.{rand}"
+
+
+def day_stamp(day: date) -> str:
+    """``yyyymmdd``, zero-padded (``strftime("%Y")`` drops the zeros of years below 1000)."""
+    return f"{day.year:04d}{day.month:02d}{day.day:02d}"
 
 
 def _day(stamp: str) -> date:
     try:
-        return datetime.strptime(stamp, "%Y%m%d").date()
+        return date(int(stamp[:4]), int(stamp[4:6]), int(stamp[6:8]))
     except ValueError as exc:
         raise InvalidRequest(f"no such date {stamp}") from exc
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import date
 
 from slotlock.client import Client
@@ -24,12 +25,13 @@ def test_a_day_older_than_the_window_is_trimmed_and_still_passes_the_audit(any_r
     before = any_redis.hgetall(KEYS.state)
     assert any_redis.xlen(KEYS.cmds) == 5 and any_redis.hlen(KEYS.idem) == 1
 
-    results = run_retention(any_redis, 30, settings.reply_ttl_ms, today=TODAY)
+    results = run_retention(any_redis, 30, settings.idempotency_ttl_s, today=TODAY)
 
+    # the stream goes; outcomes and idempotency records stay while a retry may need them
     assert [(r.day, r.status, r.trimmed, r.outcomes, r.idempotency) for r in results] == [
-        (PART, "retained", 5, 5, 1)]
+        (PART, "retained", 5, 0, 0)]
     assert any_redis.xlen(KEYS.cmds) == 0
-    assert any_redis.hlen(KEYS.done) == 0 and any_redis.hlen(KEYS.idem) == 0
+    assert any_redis.hlen(KEYS.done) == 5 and any_redis.hlen(KEYS.idem) == 1
     assert any_redis.hgetall(KEYS.state) == before  # the committed state is untouched
     snapshot = any_redis.hgetall(KEYS.snapshot)
     assert snapshot["cursor"] == before["cursor"] and snapshot["applied"] == "5"
@@ -49,9 +51,9 @@ def test_a_day_older_than_the_window_is_trimmed_and_still_passes_the_audit(any_r
     assert made  # history really ran
 
     # a second pass trims the new command too; a third one finds nothing to do
-    again = run_retention(any_redis, 30, settings.reply_ttl_ms, today=TODAY)
+    again = run_retention(any_redis, 30, settings.idempotency_ttl_s, today=TODAY)
     assert [(r.status, r.trimmed) for r in again] == [("retained", 1)]
-    assert [r.status for r in run_retention(any_redis, 30, settings.reply_ttl_ms,
+    assert [r.status for r in run_retention(any_redis, 30, settings.idempotency_ttl_s,
                                             today=TODAY)] == ["unchanged"]
     assert audit_day(any_redis, PART).ok
 
@@ -59,7 +61,7 @@ def test_a_day_older_than_the_window_is_trimmed_and_still_passes_the_audit(any_r
 def test_a_trimmed_day_still_reports_later_corruption(any_redis):
     settings = make_settings()
     history(settings, any_redis)
-    run_retention(any_redis, 30, settings.reply_ttl_ms, today=TODAY)
+    run_retention(any_redis, 30, settings.idempotency_ttl_s, today=TODAY)
     overlapping_booking(any_redis)
     assert {f.code for f in audit_day(any_redis, PART).findings} == {"overlap", "state"}
 
@@ -68,7 +70,7 @@ def test_a_day_with_findings_is_not_trimmed(any_redis):
     settings = make_settings()
     history(settings, any_redis)
     overlapping_booking(any_redis)
-    results = run_retention(any_redis, 30, settings.reply_ttl_ms, today=TODAY)
+    results = run_retention(any_redis, 30, settings.idempotency_ttl_s, today=TODAY)
     assert [r.status for r in results] == ["findings"]
     assert any_redis.xlen(KEYS.cmds) == 5 and not any_redis.exists(KEYS.snapshot)
 
@@ -76,13 +78,17 @@ def test_a_day_with_findings_is_not_trimmed(any_redis):
 def test_days_inside_the_window_are_left_alone(any_redis):
     settings = make_settings()
     history(settings, any_redis)
-    assert run_retention(any_redis, 30, settings.reply_ttl_ms, today=date(2024, 2, 1)) == []
+    assert run_retention(any_redis, 30, settings.idempotency_ttl_s, today=date(2024, 2, 1)) == []
     assert any_redis.xlen(KEYS.cmds) == 5
 
 
-def test_reply_keys_without_a_ttl_get_one(any_redis):
+def test_outcomes_and_idempotency_records_go_once_older_than_the_idempotency_ttl(any_redis):
     settings = make_settings()
     history(settings, any_redis)
-    any_redis.rpush(KEYS.reply("main.20240110.00000000000000aa"), "{}")
-    run_retention(any_redis, 30, settings.reply_ttl_ms, today=TODAY)
-    assert 0 < any_redis.pttl(KEYS.reply("main.20240110.00000000000000aa")) <= settings.reply_ttl_ms
+    later_ms = int(time.time() * 1000) + (settings.idempotency_ttl_s + 120) * 1000
+    results = run_retention(any_redis, 30, settings.idempotency_ttl_s, today=TODAY,
+                            now_ms=later_ms)
+    assert [(r.status, r.trimmed, r.outcomes, r.idempotency) for r in results] == [
+        ("retained", 5, 5, 1)]
+    assert any_redis.hlen(KEYS.done) == 0 and any_redis.hlen(KEYS.idem) == 0
+    assert audit_day(any_redis, PART).ok

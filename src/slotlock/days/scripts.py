@@ -8,11 +8,13 @@ from pathlib import Path
 import redis
 
 HERE = Path(__file__).parent
+WORKERS = HERE.parent / "workers"
+PLACES = {"retain": WORKERS, "prune": WORKERS}  # scripts that live beside their module
 
 
 @cache
 def source(name: str) -> str:
-    return (HERE / f"{name}.lua").read_text()
+    return (PLACES.get(name, HERE) / f"{name}.lua").read_text()
 
 
 class Scripts:
@@ -25,6 +27,9 @@ class Scripts:
         "submit",
         "commit",
         "index_remove",
+        "delete_if_equal",
+        "retain",
+        "prune",
     )
 
     def __init__(self, client: redis.Redis, *, unfenced_commit: bool = False):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import redis
 
-from ..errors import Backpressure, CursorMismatch, FenceRejected
+from ..errors import Backpressure, CursorMismatch, FenceRejected, IdempotencyMismatch
 from .keys import DayKeys
 from .lease import DayLease
 from .scripts import Scripts
@@ -20,6 +20,7 @@ class Submitted:
     command_id: str  # the command that will decide: ours, or the first one with this key
     duplicate: bool
     stream_id: str | None = None
+    outcome: str | None = None  # a duplicate's outcome json, if it is decided already
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +55,15 @@ class DayStore:
 
     def submit(self, keys: DayKeys, command_id: str, command_json: str,
                idempotency_key: str | None = None, backlog_limit: int = 0,
-               pipe=None) -> Submitted | None:
-        """Append a command. With ``pipe``, queue the call there and read it with ``submitted``."""
+               pipe=None, fingerprint: str = "") -> Submitted | None:
+        """Append a command. With ``pipe``, queue the call there and read it with ``submitted``.
+
+        With an idempotency key, a retry is told the first command (and its outcome, if
+        decided) only if it carries the same request ``fingerprint``.
+        """
         reply = self.scripts.submit(
             keys=[keys.cmds, keys.idem, keys.state, keys.done],
-            args=[command_id, command_json, idempotency_key or "", backlog_limit],
+            args=[command_id, command_json, idempotency_key or "", backlog_limit, fingerprint],
             client=pipe,
         )
         if pipe is not None:
@@ -66,12 +71,14 @@ class DayStore:
         return self.submitted(keys, command_id, reply)
 
     @staticmethod
-    def submitted(keys: DayKeys, command_id: str, reply) -> Submitted:
-        kind, value = reply
+    def submitted(keys: DayKeys, command_id: str, reply, idempotency_key: str = "") -> Submitted:
+        kind, value = reply[0], reply[1]
         if kind == "busy":
             raise Backpressure(keys.part, int(value))
+        if kind == "mismatch":
+            raise IdempotencyMismatch(idempotency_key, value)
         if kind == "duplicate":
-            return Submitted(value, True)
+            return Submitted(value, True, outcome=reply[2] or None)
         return Submitted(command_id, False, value)
 
     def read_state(self, keys: DayKeys) -> StoredState:

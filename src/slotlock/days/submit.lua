@@ -1,17 +1,29 @@
 -- Append a command to a day's stream, at most once per idempotency key, within the backlog.
 -- KEYS[1]  sl:{P}:cmds    stream of commands (field "c": command json)
--- KEYS[2]  sl:{P}:idem    hash idempotency key -> command id
+-- KEYS[2]  sl:{P}:idem    hash idempotency key -> "<command id> <request fingerprint>"
 -- KEYS[3]  sl:{P}:state   hash; field "pending" counts queued, not yet applied commands
 -- KEYS[4]  sl:{P}:done    hash command id -> outcome json ("" while pending)
 -- ARGV[1]  command id
 -- ARGV[2]  command json
 -- ARGV[3]  idempotency key (actor-scoped), or "" for none
 -- ARGV[4]  backlog limit (0: none)
--- returns  {"queued", stream id} | {"duplicate", first command id} | {"busy", pending}
+-- ARGV[5]  request fingerprint (with a key: a retry must carry the same one)
+-- returns  {"queued", stream id}
+--          {"duplicate", first command id, its outcome json ("" while pending)}
+--          {"mismatch", first command id}   the key was used for another request body
+--          {"busy", pending}
 if ARGV[3] ~= "" then
   local first = redis.call("HGET", KEYS[2], ARGV[3])
   if first then
-    return {"duplicate", first}
+    local sep = string.find(first, " ", 1, true)
+    local cid = first
+    if sep then
+      cid = string.sub(first, 1, sep - 1)
+      if string.sub(first, sep + 1) ~= ARGV[5] then
+        return {"mismatch", cid}
+      end
+    end
+    return {"duplicate", cid, redis.call("HGET", KEYS[4], cid) or ""}
   end
 end
 local pending = tonumber(redis.call("HGET", KEYS[3], "pending") or "0")
@@ -21,7 +33,7 @@ if limit > 0 and pending >= limit then
 end
 local id = redis.call("XADD", KEYS[1], "*", "c", ARGV[2])
 if ARGV[3] ~= "" then
-  redis.call("HSET", KEYS[2], ARGV[3], ARGV[1])
+  redis.call("HSET", KEYS[2], ARGV[3], ARGV[1] .. " " .. ARGV[5])
 end
 redis.call("HINCRBY", KEYS[3], "pending", 1)
 redis.call("HSET", KEYS[4], ARGV[1], "")

@@ -135,7 +135,7 @@ def outbox_sweep_job() -> dict:
 def retention_job() -> dict:
     ctx = context()
     results = retention.run_retention(ctx.client, ctx.settings.retention_days,
-                                      ctx.settings.reply_ttl_ms)
+                                      ctx.settings.idempotency_ttl_s)
     return {"days": len(results),
             "retained": [r.day for r in results if r.status == "retained"]}
 

@@ -1,0 +1,104 @@
+"""Issue 9, bugs 4, 7 and 8: what a retry or an odd id does at the submit step.
+
+Real redis-server, a real lease worker in a thread.
+"""
+
+import json
+import time
+from datetime import date, datetime
+
+import pytest
+
+from slotlock.catalog import Catalog
+from slotlock.client import Client
+from slotlock.days.keys import DayKeys, idempotency_key
+from slotlock.errors import IdempotencyMismatch
+from slotlock.ids import new_ids, parse_booking_id, parse_command_id
+from tests.conftest import make_settings
+from tests.procs import WorkerThread
+
+DAY = date(2027, 6, 1)
+
+
+def at(h, m=0, on=DAY):
+    return datetime(on.year, on.month, on.day, h, m)
+
+
+@pytest.fixture
+def settings(redis_server, real_redis):
+    return make_settings(redis_url=redis_server.url, lease_ttl_ms=500, idle_release_ms=200,
+                         reply_timeout_ms=3000)
+
+
+@pytest.fixture
+def client(settings):
+    Catalog(Client(settings).redis).ensure_default("UTC")
+    return Client(settings)
+
+
+def test_a_retry_after_the_reply_key_expired_answers_at_once(settings, client):
+    with WorkerThread(settings):
+        first = client.book("alice", "main", at(10), at(11), "standup", idempotency_key="k")
+        assert first.outcome["status"] == "accepted"
+        keys = DayKeys.of("main", DAY)
+        client.redis.delete(keys.reply(first.command_id))  # its short TTL ran out
+        started = time.monotonic()
+        again = client.book("alice", "main", at(10), at(11), "standup", idempotency_key="k")
+        took = time.monotonic() - started
+    assert again.duplicate and again.outcome == first.outcome
+    assert took < settings.reply_timeout_ms / 1000 / 3, f"the retry waited {took:.2f} s"
+
+
+def test_same_key_other_body_after_the_global_record_expired_is_refused(settings, client):
+    with WorkerThread(settings):
+        first = client.book("alice", "main", at(10), at(11), "standup", idempotency_key="k")
+        assert first.outcome["status"] == "accepted"
+        client.redis.delete(idempotency_key("alice", "k"))  # its 24 h TTL ran out
+        with pytest.raises(IdempotencyMismatch):
+            client.book("alice", "main", at(12), at(13), "other", idempotency_key="k")
+        # the same body is still the same request
+        again = client.book("alice", "main", at(10), at(11), "standup", idempotency_key="k")
+        assert again.duplicate and again.command_id == first.command_id
+    keys = DayKeys.of("main", DAY)
+    assert client.redis.xlen(keys.cmds) == 1  # nothing else was queued
+
+
+@pytest.mark.parametrize("year", [1, 5, 999])
+def test_ids_of_years_below_1000_are_zero_padded_and_round_trip(year):
+    day = date(year, 3, 4)
+    command_id, booking_id = new_ids("main", day)
+    assert parse_command_id(command_id) == ("main", day)
+    assert parse_booking_id(booking_id) == day
+    assert booking_id.startswith(f"{year:04d}0304.")
+
+
+def test_cancel_of_an_early_year_id_is_decided_not_an_error(settings, client):
+    with WorkerThread(settings):
+        result = client.cancel("alice", "main", "00050101.0123456789abcdef")
+    assert result.outcome["status"] == "rejected"
+    assert result.outcome["error"]["code"] == "not_found"
+    stored = client.redis.hget(DayKeys.of("main", date(5, 1, 1)).done, result.command_id)
+    assert json.loads(stored)["status"] == "rejected"
+
+
+def test_retention_never_lets_a_retry_apply_a_command_twice(settings, client):
+    """Bug 3: retention pruned done/idempotency records while the 24 h global record still
+    named the command; a retry queued it again and, after a cancel, re-made the booking."""
+    from slotlock.workers.retention import run_retention
+
+    old = date(2024, 1, 10)
+    with WorkerThread(settings):
+        made = client.book("alice", "main", at(9, on=old), at(10, on=old), "x", admin=True,
+                           idempotency_key="once")
+        assert made.outcome["status"] == "accepted", made.outcome
+        booking_id = made.outcome["booking"]["id"]
+        assert client.cancel("alice", "main", booking_id).outcome["status"] == "accepted"
+        results = run_retention(client.redis, 30, settings.reply_ttl_ms,
+                                today=date(2024, 3, 1))
+        assert [r.status for r in results] == ["retained"]
+        client.redis.delete(DayKeys.of("main", old).reply(made.command_id))
+        again = client.book("alice", "main", at(9, on=old), at(10, on=old), "x", admin=True,
+                            idempotency_key="once")
+    assert again.duplicate and again.command_id == made.command_id
+    assert again.outcome == made.outcome
+    assert client.read_day("main", old).bookings == []  # not booked a second time
