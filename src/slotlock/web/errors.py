@@ -28,6 +28,7 @@ OUTCOME_STATUS = {
     "rule_violation": 422,
     "not_found": 404,
     "forbidden": 403,
+    "internal": 500,  # an entry the worker could not decide (logged; the audit reports it)
 }
 
 HTTP_CODES = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,8 @@ from ..model.booking import Booking
 from ..model.commands import command_from_dict
 from ..model.outcomes import BookingCancelled
 from ..model.timeutil import from_epoch_ms, rfc3339
+
+log = logging.getLogger("slotlock.worker")
 
 
 def stream_time(stream_id: str):
@@ -66,8 +69,15 @@ def apply_entries(day: Day, cursor: str, entries: list[tuple[str, str]], part: s
                                f"unreadable command: {exc}")
             kind = None
         else:
-            outcome = decide(batch.day, command, now)
             kind = command.kind
+            try:
+                outcome = decide(batch.day, command, now)
+            except Exception as exc:  # noqa: BLE001 - one bad entry must not stop its day
+                log.error("entry %s of %s (command %s) cannot be decided: %s: %s; rejected as "
+                          "internal", stream_id, part, command.command_id, type(exc).__name__, exc)
+                outcome = Rejected(command.command_id, "internal",
+                                   "this command could not be decided; it was not applied",
+                                   {"stream_id": stream_id})
         if isinstance(outcome, Accepted):
             batch.day = evolve(batch.day, outcome.event)
             batch.accepted += 1
