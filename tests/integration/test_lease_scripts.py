@@ -31,7 +31,7 @@ def test_a_held_lease_is_refused_with_its_remaining_time(any_redis):
     assert a.acquire()
     assert not b.acquire()
     assert 0 < b.retry_in_ms <= 5000
-    assert any_redis.get(KEYS.lease) == f"{a.token}:a"
+    assert any_redis.get(KEYS.lease) == a.value == f"{a.token}:a:{a.nonce}"
 
 
 def test_renew_and_release_only_for_the_current_token(any_redis):
@@ -46,7 +46,7 @@ def test_renew_and_release_only_for_the_current_token(any_redis):
     stale = lease(any_redis, "a")
     stale.token = old_token
     assert stale.release() is False
-    assert any_redis.get(KEYS.lease) == f"{b.token}:b"
+    assert any_redis.get(KEYS.lease) == b.value
 
 
 def test_same_holder_reacquiring_gets_a_new_token_not_the_old_one(any_redis):

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..days.keys import WORKERS, DayKeys
+from ..days.lease import parse_lease
 from .cluster import Cluster
 
 log = logging.getLogger("slotlock.chaos")
@@ -108,8 +109,8 @@ class Injector(threading.Thread):
         out = {}
         for part, value in zip(self.days, pipe.execute()):
             if value:
-                token, holder = value.split(":", 1)
-                out[part] = (holder, int(token))
+                token, holder = parse_lease(value)
+                out[part] = (holder, token)
         return out
 
     def pick_worker(self, holding: bool = True) -> tuple[int, dict[str, int]]:

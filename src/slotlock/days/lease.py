@@ -9,8 +9,11 @@ not protect the data: the holder can pause past the expiry and keep writing.
     Redis commit.lua                                                      token 8 current ✓   token 7 ≠ lease → refused
 
 Every grant takes a new token from the day's counter (``sl:{P}:fence``), and the
-commit script compares the lease value ``token:holder`` *inside Redis*, atomically
-with the write. A stale holder's late commit is refused as a whole; the commands it
+commit script compares the lease value ``token:holder:nonce`` *inside Redis*, atomically
+with the write. The random nonce makes each grant's value unique even if the fence
+counter goes back (Redis restarted without ``appendfsync always``, a failover lost the
+last writes) while two workers share an id (same ``SLOTLOCK_WORKER_ID``, or host name
+and pid in twin containers): without it both would hold byte-identical leases. A stale holder's late commit is refused as a whole; the commands it
 decided stay queued after the committed cursor and the new holder decides them.
 
 Renew and release only ever touch a lease that still carries our token, so an old
@@ -19,6 +22,7 @@ holder cannot extend or delete its successor's lease.
 
 from __future__ import annotations
 
+import secrets
 import time
 
 import redis
@@ -26,6 +30,13 @@ import redis
 from ..errors import LeaseLost
 from .keys import DayKeys
 from .scripts import Scripts
+
+
+def parse_lease(value: str) -> tuple[int, str]:
+    """(token, holder) of a lease value ``token:holder:nonce``."""
+    token, _, rest = value.partition(":")
+    holder, _, _nonce = rest.rpartition(":")
+    return int(token), holder
 
 
 class DayLease:
@@ -37,11 +48,12 @@ class DayLease:
         self.holder = holder
         self.ttl_ms = ttl_ms
         self.token: int | None = None
+        self.nonce = ""
         self.expires_at = 0.0  # our own, conservative view: time.monotonic() of the grant + ttl
 
     @property
     def value(self) -> str:
-        return f"{self.token}:{self.holder}"
+        return f"{self.token}:{self.holder}:{self.nonce}"
 
     @property
     def held(self) -> bool:
@@ -50,8 +62,9 @@ class DayLease:
     def acquire(self) -> bool:
         """Take the lease if nobody holds it. Returns False (and sets ``retry_in_ms``) if held."""
         started = time.monotonic()
+        self.nonce = secrets.token_hex(6)
         result = self.scripts.lease_acquire(
-            keys=[self.keys.lease, self.keys.fence], args=[self.holder, self.ttl_ms]
+            keys=[self.keys.lease, self.keys.fence], args=[self.holder, self.ttl_ms, self.nonce]
         )
         if int(result[0]) == 1:
             self.token = int(result[1])

@@ -116,8 +116,8 @@ class DayStore:
         if result[1] == "fenced":
             raise FenceRejected(f"commit refused, lease is now {result[2] or 'free'!r}",
                                 day=keys.part, token=lease.token)
-        cursor, token = result[2], result[3]
-        if cursor == new_cursor and token == str(lease.token):
-            return version  # our own commit, whose reply was lost and the call repeated
+        cursor, committer = result[2], result[3]
+        if cursor == new_cursor and committer == lease.value:
+            return version  # our own commit (this very grant), whose reply was lost
         raise CursorMismatch(f"commit refused, cursor is {cursor} not {base_cursor}",
                              day=keys.part, token=lease.token)
