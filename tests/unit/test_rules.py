@@ -126,3 +126,21 @@ def test_owner_quota(limit, held_by_alice, ok):
     assert (v is None) == ok
     if not ok:
         assert v.code == "quota_exceeded" and len(v.details["conflicts"]) == held_by_alice
+
+
+@pytest.mark.parametrize("buffer, start, end, ok", [
+    (0, at(0), at(0, 15), True),
+    (0, at(23, 45), "2026-12-02T00:00:00", True),
+    (30, at(0, 30), at(1), True),       # the buffer stays inside the day       # the buffer stays inside the day
+    (30, at(0), at(0, 15), False),      # its buffer reaches back over midnight
+    (30, at(0, 15), at(0, 45), False),
+    (30, at(22), at(23, 30), True),
+    (30, at(23, 45), "2026-12-02T00:00:00", False),  # reaches over the closing midnight
+    (15, at(23), at(23, 45), True),
+])
+def test_buffer_within_the_day(buffer, start, end, ok):
+    """Issue 9 bug 2: a buffer that reaches over midnight would not be seen by the next day."""
+    v = run_rule(R.buffer_within_day, calendar(buffer_minutes=buffer), start, end)
+    assert (v is None) == ok
+    if not ok:
+        assert v.code == "rule_violation" and v.details["rule"] == "buffer"

@@ -53,6 +53,29 @@ def within_local_day(day: Day, booking: Booking) -> Violation | None:
     return None
 
 
+def buffer_within_day(day: Day, booking: Booking) -> Violation | None:
+    """A booking's buffer stays inside its own day.
+
+    Each day is decided alone, so a buffer that reached over midnight would not be seen
+    by the neighbouring day's worker: 23:45-24:00 on D and 00:00-00:15 on D+1 would both
+    pass a 30-minute buffer. Keeping the buffered span inside the day keeps the guarantee
+    on instants: with a buffer of B minutes, bookings keep B minutes from both midnights.
+    """
+    minutes = day.calendar.rules.buffer_minutes
+    if not minutes:
+        return None
+    buffer = timedelta(minutes=minutes)
+    opens, closes = day.bounds
+    if booking.start - buffer < opens or booking.end + buffer > closes:
+        return Violation(
+            "rule_violation",
+            f"with a {minutes}-minute buffer, bookings keep {minutes} minutes from midnight "
+            "(the buffer may not reach into the next or previous day)",
+            {"rule": "buffer", "buffer_minutes": minutes},
+        )
+    return None
+
+
 def granularity(day: Day, booking: Booking) -> Violation | None:
     step = timedelta(minutes=day.calendar.rules.granularity_minutes)
     opens, _ = day.bounds
@@ -142,6 +165,7 @@ BOOKING_RULES: tuple[Rule, ...] = (
     granularity,
     length_limits,
     opening_hours,
+    buffer_within_day,
     no_overlap,
     owner_quota,
 )
