@@ -7,15 +7,23 @@ import json
 import redis
 
 from .days.keys import CALENDARS, calendar_key, calendar_revisions_key
-from .errors import UnknownCalendar
+from .days.scripts import Scripts
+from .errors import UnknownCalendar, ZoneLocked
 from .model import Calendar
 
 DEFAULT_CALENDAR_ID = "main"
 
 
 class Catalog:
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis, scripts: Scripts | None = None):
         self.client = client
+        self._scripts = scripts
+
+    @property
+    def scripts(self) -> Scripts:
+        if self._scripts is None:
+            self._scripts = Scripts(self.client)
+        return self._scripts
 
     def find(self, calendar_id: str) -> Calendar | None:
         raw = self.client.get(calendar_key(calendar_id))
@@ -39,15 +47,24 @@ class Catalog:
         return Calendar.from_dict(json.loads(raw)) if raw else None
 
     def put(self, calendar: Calendar) -> tuple[Calendar, bool]:
-        """Create or change a calendar; a change gets the next revision. Returns (stored, changed)."""
+        """Create or change a calendar; a change gets the next revision. Returns (stored, changed).
+
+        Refuses (``ZoneLocked``) to change the time zone of a calendar in use: the check and
+        the write are one transaction on the calendar's key, which ``lock_zone`` also writes.
+        """
         key = calendar_key(calendar.id)
         with self.client.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     pipe.watch(key)
                     raw = pipe.get(key)
-                    current = Calendar.from_dict(json.loads(raw)) if raw else None
+                    stored = json.loads(raw) if raw else None
+                    current = Calendar.from_dict(stored) if stored else None
+                    locked = bool(stored and stored.get("zone_locked"))
                     if current is not None:
+                        if locked and calendar.timezone != current.timezone:
+                            pipe.unwatch()
+                            raise ZoneLocked(calendar.id, current.timezone, calendar.timezone)
                         candidate = calendar.with_changes(revision=current.revision)
                         if candidate == current:
                             pipe.unwatch()
@@ -55,7 +72,10 @@ class Catalog:
                         calendar = calendar.with_changes(revision=current.revision + 1)
                     else:
                         calendar = calendar.with_changes(revision=1)
-                    data = json.dumps(calendar.to_dict(), sort_keys=True)
+                    record = calendar.to_dict()
+                    if locked:
+                        record["zone_locked"] = True
+                    data = json.dumps(record, sort_keys=True)
                     pipe.multi()
                     pipe.set(key, data)
                     pipe.hset(calendar_revisions_key(calendar.id), str(calendar.revision), data)
@@ -64,6 +84,29 @@ class Catalog:
                     return calendar, True
                 except redis.WatchError:
                     continue
+
+    def lock_zone(self, calendar_id: str, timezone: str) -> str | None:
+        """Freeze the calendar's zone at ``timezone`` before a command computed in it is queued.
+
+        Returns None when the zone is (now) locked at ``timezone``, else the calendar's
+        current zone, which the caller must read and compute in again.
+        """
+        result = self.scripts.lock_zone(keys=[calendar_key(calendar_id)], args=[timezone])
+        if int(result[0]) == 1:
+            return None
+        if result[1] == "missing":
+            raise UnknownCalendar(calendar_id)
+        return result[1]
+
+    def lock_zones_in_use(self, parts) -> list[str]:
+        """Lock the zone of every calendar that has a day among ``parts`` (``slotlock migrate``:
+        calendars written before zones were locked)."""
+        locked = []
+        for calendar_id in sorted({p.rpartition(":")[0] for p in parts}):
+            current = self.find(calendar_id)
+            if current is not None and self.lock_zone(calendar_id, current.timezone) is None:
+                locked.append(calendar_id)
+        return locked
 
     def ensure_default(self, timezone: str) -> tuple[Calendar, bool]:
         """The calendar ``main`` (15-minute slots, no overlap, open all day), made once."""

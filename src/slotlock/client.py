@@ -81,8 +81,9 @@ class Client:
         self.scripts = Scripts(self.redis)
         self.store = DayStore(self.redis, self.scripts)
         self.index = WorkIndex(self.redis, self.scripts)
-        self.catalog = Catalog(self.redis)
+        self.catalog = Catalog(self.redis, self.scripts)
         self._calendars: dict[str, tuple[float, Calendar]] = {}
+        self._zone_locked: set[str] = set()
 
     # -- commands ------------------------------------------------------------------------
 
@@ -96,10 +97,27 @@ class Client:
         self._calendars[calendar_id] = (now + CALENDAR_CACHE_S, calendar)
         return calendar
 
+    def zone_locked_calendar(self, calendar_id: str) -> Calendar:
+        """The calendar, with its time zone locked at the one returned (``Catalog.lock_zone``).
+
+        A command's day and instants are computed in this zone; once locked it cannot
+        change, so they stay right. One round trip per calendar and process, the first time.
+        """
+        for _ in range(5):
+            calendar = self.calendar(calendar_id)
+            if calendar_id in self._zone_locked:
+                return calendar
+            moved = self.catalog.lock_zone(calendar_id, calendar.timezone)
+            if moved is None:
+                self._zone_locked.add(calendar_id)
+                return calendar
+            self._calendars.pop(calendar_id, None)  # read the new zone and compute again
+        raise InvalidRequest(f"the time zone of calendar {calendar_id!r} keeps changing")
+
     def book(self, actor: str, calendar_id: str, start: datetime, end: datetime, title: str, *,
              admin: bool = False, idempotency_key: str | None = None,
              wait_ms: int | None = None) -> Result:
-        calendar = self.calendar(calendar_id)
+        calendar = self.zone_locked_calendar(calendar_id)
         try:
             start_utc = to_utc(start, calendar.tz)
             end_utc = to_utc(end, calendar.tz)

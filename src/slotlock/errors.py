@@ -50,6 +50,20 @@ class UnknownCalendar(SlotlockError):
         self.calendar_id = calendar_id
 
 
+class ZoneLocked(SlotlockError):
+    """A calendar in use cannot move to another time zone."""
+
+    def __init__(self, calendar_id: str, timezone: str, wanted: str):
+        super().__init__(
+            f"calendar {calendar_id!r} is in use (it has bookings or commands), so its time zone "
+            f"cannot change from {timezone} to {wanted}: its days and bookings were computed in "
+            f"{timezone}. To use {wanted}, create a new calendar "
+            f"(slotlock calendar put NEW_ID --timezone {wanted}) and book there.")
+        self.calendar_id = calendar_id
+        self.timezone = timezone
+        self.wanted = wanted
+
+
 class InvalidRequest(SlotlockError):
     """A request that cannot become a command (bad time, unknown id format)."""
 

@@ -14,8 +14,9 @@ from pydantic import ValidationError
 from .. import logs
 from ..catalog import Catalog
 from ..config import Settings
-from ..days.keys import ACTIVE, WORKERS, DayKeys, worker_alive_key
+from ..days.keys import ACTIVE, DAYS, WORKERS, DayKeys, worker_alive_key
 from ..days.store import DayStore
+from ..errors import ZoneLocked
 from ..model import Calendar, Rules
 from ..redis_conn import connect
 
@@ -57,10 +58,14 @@ def worker() -> None:
 def migrate() -> None:
     """Idempotent set-up: make sure the default calendar 'main' exists."""
     settings = settings_or_exit()
-    catalog = Catalog(redis_or_exit(settings))
+    client = redis_or_exit(settings)
+    catalog = Catalog(client)
     calendar, created = catalog.ensure_default(settings.default_timezone)
     click.echo(f"calendar {calendar.id}: {'created' if created else 'present'} "
                f"(time zone {calendar.timezone}, revision {calendar.revision})")
+    in_use = {p for p in client.zrange(DAYS, 0, -1)} | {p for p in client.zrange(ACTIVE, 0, -1)}
+    for calendar_id in catalog.lock_zones_in_use(in_use):
+        click.echo(f"calendar {calendar_id}: in use, time zone locked")
 
 
 @main.group()
@@ -124,7 +129,10 @@ def calendar_put(calendar_id, name, timezone, granularity, min_length, max_lengt
         )
     except (ValueError, TypeError) as exc:
         raise click.ClickException(str(exc)) from exc
-    stored, changed = catalog.put(new)
+    try:
+        stored, changed = catalog.put(new)
+    except ZoneLocked as exc:
+        raise click.ClickException(str(exc)) from exc
     verb = "unchanged" if not changed else ("created" if current is None else "changed")
     click.echo(f"calendar {stored.id} {verb} (revision {stored.revision})")
     click.echo(json.dumps(stored.to_dict(), indent=2))

@@ -28,6 +28,7 @@ class Scripts:
         "commit",
         "index_remove",
         "delete_if_equal",
+        "lock_zone",
         "retain",
         "prune",
     )
