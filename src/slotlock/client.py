@@ -148,12 +148,13 @@ class Client:
         # One round trip: append, then bump the index and wake the workers (a spurious
         # wake-up after a duplicate or a refusal costs a worker one empty read).
         pipe = self.redis.pipeline(transaction=False)
+        self.index.note_day(keys.part, command.date, pipe=pipe)  # before the append: see there
         self.store.submit(keys, command.command_id, json.dumps(command.to_dict()), scoped_key,
                           self.settings.backlog_limit, pipe=pipe,
                           fingerprint=fingerprint(command) if scoped_key else "")
         self.index.mark(keys.part, pipe=pipe)
         try:
-            submitted = self.store.submitted(keys, command.command_id, pipe.execute()[0],
+            submitted = self.store.submitted(keys, command.command_id, pipe.execute()[1],
                                              command.idempotency_key or "")
         except IdempotencyMismatch:
             if reserved is not None:  # the key's global record we just wrote pins nothing

@@ -101,9 +101,14 @@ def test_a_counter_drift_is_reported(any_redis):
     assert codes(audit_day(any_redis, PART)) == ["counters"]
 
 
-def test_days_are_found_by_index_and_by_scan(any_redis):
+def test_days_are_found_by_the_index_the_submitter_writes_first(any_redis):
+    from slotlock.days.index import WorkIndex
+
     history(make_settings(), any_redis)
-    any_redis.delete("sl:days")  # e.g. a crash between a commit and its index update
+    assert select_days(any_redis) == [PART]
+    any_redis.delete("sl:days")  # data written before submitters indexed days
+    assert select_days(any_redis) == []
+    assert WorkIndex(any_redis).backfill_days() == 1  # what slotlock migrate does once
     assert select_days(any_redis) == [PART]
     assert select_days(any_redis, "main") == [PART]
     assert select_days(any_redis, "other") == []

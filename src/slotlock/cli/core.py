@@ -15,6 +15,7 @@ from .. import logs
 from ..catalog import Catalog
 from ..config import Settings
 from ..days.keys import ACTIVE, DAYS, WORKERS, DayKeys, worker_alive_key
+from ..days.index import WorkIndex
 from ..days.store import DayStore
 from ..errors import ZoneLocked
 from ..model import Calendar, Rules
@@ -63,6 +64,9 @@ def migrate() -> None:
     calendar, created = catalog.ensure_default(settings.default_timezone)
     click.echo(f"calendar {calendar.id}: {'created' if created else 'present'} "
                f"(time zone {calendar.timezone}, revision {calendar.revision})")
+    added = WorkIndex(client).backfill_days()
+    if added:
+        click.echo(f"index of days: {added} day(s) added")
     in_use = {p for p in client.zrange(DAYS, 0, -1)} | {p for p in client.zrange(ACTIVE, 0, -1)}
     for calendar_id in catalog.lock_zones_in_use(in_use):
         click.echo(f"calendar {calendar_id}: in use, time zone locked")

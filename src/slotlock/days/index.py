@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import redis
 
-from .keys import ACTIVE, READY, day_key_pattern, partition_of
+from datetime import date
+
+from .keys import ACTIVE, DAYS, READY, DayKeys, day_key_pattern, partition_of, split_partition
 from .scripts import Scripts
 
 READY_MAXLEN = 10_000
@@ -20,6 +22,7 @@ class WorkIndex:
     def __init__(self, client: redis.Redis, scripts: Scripts | None = None):
         self.client = client
         self.scripts = scripts or Scripts(client)
+        self._reindex_at = 0  # rank in sl:days where the next re-index step starts
 
     def mark(self, part: str, pipe=None) -> None:
         target = pipe if pipe is not None else self.client.pipeline(transaction=False)
@@ -48,19 +51,52 @@ class WorkIndex:
     def remove_if_unchanged(self, part: str, score: float) -> bool:
         return bool(int(self.scripts.index_remove(keys=[ACTIVE], args=[part, repr(score)])))
 
-    def reindex(self, scan_count: int = 500) -> list[str]:
-        """Put back every day whose state counts queued commands but is missing from the index.
+    def note_day(self, part: str, day: date, pipe) -> None:
+        """Add a day to ``sl:days`` (by local date) *before* its first command is appended.
+
+        The pipeline runs in order, so a submitter that dies after the append has already
+        indexed the day: the re-index below and the jobs find every day with data without
+        SCANning the keyspace.
+        """
+        pipe.zadd(DAYS, {part: day.toordinal()}, nx=True)
+
+    def reindex_step(self, chunk: int = 500) -> list[str]:
+        """Check the next ``chunk`` days of ``sl:days`` for queued commands missing from the index.
 
         The safety net for a submitter that died between its append and its index bump
-        (the two travel in one pipeline, so the window is tiny, but it exists).
+        (both travel in one pipeline, so the window is tiny, but it exists). Incremental:
+        each call costs two round trips whatever the number of days; a full cycle over N
+        days takes N / chunk calls.
         """
+        parts = self.client.zrange(DAYS, self._reindex_at, self._reindex_at + chunk - 1)
+        self._reindex_at = 0 if len(parts) < chunk else self._reindex_at + chunk
+        if not parts:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for part in parts:
+            pipe.hget(DayKeys(part).state, "pending")
+            pipe.zscore(ACTIVE, part)
+        replies = pipe.execute()
         restored = []
-        for key in self.client.scan_iter(match=day_key_pattern("state"), count=scan_count):
-            part = partition_of(key, "state")
-            if int(self.client.hget(key, "pending") or 0) > 0 and self.score(part) is None:
+        for i, part in enumerate(parts):
+            pending, score = replies[2 * i], replies[2 * i + 1]
+            if int(pending or 0) > 0 and score is None:
                 self.mark(part)
                 restored.append(part)
         return restored
+
+    def backfill_days(self, scan_count: int = 1000) -> int:
+        """Put every day with state into ``sl:days`` (``slotlock migrate``, once, for data
+        written before submitters indexed days themselves). SCANs: never on a hot path."""
+        added = 0
+        for key in self.client.scan_iter(match=day_key_pattern("state"), count=scan_count):
+            part = partition_of(key, "state")
+            try:
+                _, day = split_partition(part)
+            except ValueError:
+                continue
+            added += self.client.zadd(DAYS, {part: day.toordinal()}, nx=True)
+        return added
 
     def last_wakeup_id(self) -> str:
         entries = self.client.xrevrange(READY, count=1)

@@ -31,9 +31,7 @@ from ..days.keys import (
     DAYS,
     FINDINGS,
     DayKeys,
-    day_key_pattern,
     partition,
-    partition_of,
     split_partition,
 )
 from ..model import Calendar
@@ -311,14 +309,17 @@ def list_findings(client: redis.Redis) -> list[dict[str, Any]]:
 
 # -- which days -------------------------------------------------------------------------------
 
-def known_days(client: redis.Redis) -> list[str]:
-    """Every day with committed state: the index the lease worker keeps, plus a SCAN.
+def known_days(client: redis.Redis, before: date | None = None) -> list[str]:
+    """Every day ever written (``sl:days``, by local date), optionally only those before a date.
 
-    The index is written after a commit, so a crash can miss it; the SCAN cannot.
+    Submitters add a day to the index *before* appending its first command, and the worker
+    after each commit, so no crash leaves a day with data outside it; nothing SCANs the
+    keyspace (``slotlock migrate`` backfills the index once for data written before it).
     """
-    days = set(client.zrange(DAYS, 0, -1))
-    for key in client.scan_iter(match=day_key_pattern("state"), count=1000):
-        days.add(partition_of(key, "state"))
+    if before is None:
+        days = client.zrange(DAYS, 0, -1)
+    else:
+        days = client.zrangebyscore(DAYS, "-inf", f"({before.toordinal()}")
     found = []
     for part in days:
         try:

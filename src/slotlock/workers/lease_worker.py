@@ -45,7 +45,7 @@ log = logging.getLogger("slotlock.worker")
 
 BLOCK_MS = 50  # longest blocking read; also the sweep period for orphaned days
 HEARTBEAT_S = 1.0
-REINDEX_S = 30.0  # look for queued days missing from the index (see WorkIndex.reindex)
+REINDEX_S = 1.0  # one incremental step over sl:days for queued days missing from the index
 DAY_ERROR_BACKOFF_S = 5.0  # a day whose batch raised is left alone this long
 FAILPOINT_ENV = "SLOTLOCK_FAILPOINT"  # test-only: "<name>:N" acts at the N-th commit
 FAILPOINTS = ("stop_before_commit", "sleep_before_commit", "kill_after_commit")
@@ -212,7 +212,7 @@ class LeaseWorker:
             self.heartbeat()
         if now >= self._next_reindex:
             self._next_reindex = now + REINDEX_S
-            for part in self.index.reindex():
+            for part in self.index.reindex_step():
                 log.warning("day %s had queued commands but was missing from the index", part)
 
     def _renew(self, part: str, owned: OwnedDay, now: float) -> None:

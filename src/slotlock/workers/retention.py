@@ -51,7 +51,7 @@ def cutoff(today: date, retention_days: int) -> date:
 
 
 def old_days(client: redis.Redis, before: date) -> list[str]:
-    return [p for p in known_days(client) if split_partition(p)[1] < before]
+    return known_days(client, before=before)
 
 
 def retain_day(client: redis.Redis, part: str, *, idempotency_ttl_s: int,
