@@ -9,6 +9,7 @@ import time
 from datetime import date, datetime, timedelta
 
 from slotlock.days.keys import WORKERS, DayKeys
+from slotlock.days.lease import parse_lease
 from tests.checks import check_day
 from tests.procs import wait_for
 
@@ -36,7 +37,7 @@ def all_settled(client, ids):
 
 def holder_name(client):
     value = client.redis.get(KEYS.lease)
-    return value.split(":", 1)[1] if value else None
+    return parse_lease(value)[1] if value else None
 
 
 def test_sigkill_of_the_holder_loses_and_duplicates_nothing(procs, client, e2e_settings):
