@@ -75,3 +75,16 @@ def start_worker():
 
 def pytest_configure(config):
     os.environ.setdefault("SLOTLOCK_LOG_LEVEL", "INFO")
+
+
+def open_default(client, timezone: str = "UTC"):
+    """The default calendar ``main`` with no booking horizon, so tests can use fixed dates
+    years ahead (past dates are refused to non-admins whatever the horizon)."""
+    from dataclasses import replace
+
+    from slotlock.catalog import Catalog
+
+    catalog = Catalog(client)
+    calendar, _ = catalog.ensure_default(timezone)
+    stored, _ = catalog.put(calendar.with_changes(rules=replace(calendar.rules, horizon_days=0)))
+    return stored

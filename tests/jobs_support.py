@@ -42,22 +42,25 @@ def drain(settings, redis) -> LeaseWorker:
 
 
 def history(settings, redis, day: str = "2024-01-10", calendar_id: str = "main") -> dict:
-    """A day with accepted, rejected and cancelled bookings, applied by a real lease worker."""
+    """A day with accepted, rejected and cancelled bookings, applied by a real lease worker.
+
+    The day lies in the past (retention works on old days), so its bookings are made by
+    admins, who may book the past."""
     if Catalog(redis).find(calendar_id) is None:
         put_calendar(redis, calendar_id)
     client = Client(settings, client=redis, blocking=redis)
     made = {}
     made["a"] = client.book("ann", calendar_id, at(day, "09:00"), at(day, "10:00"), "a",
-                            wait_ms=0).command_id
+                            wait_ms=0, admin=True).command_id
     made["b"] = client.book("bob", calendar_id, at(day, "09:30"), at(day, "10:30"), "b overlaps",
-                            wait_ms=0).command_id
+                            wait_ms=0, admin=True).command_id
     made["c"] = client.book("bob", calendar_id, at(day, "11:00"), at(day, "12:00"), "c",
-                            wait_ms=0, idempotency_key="k-c").command_id
+                            wait_ms=0, idempotency_key="k-c", admin=True).command_id
     drain(settings, redis)
     # a rules change between batches: the earlier bookings stay valid under their revision
     put_calendar(redis, calendar_id, rules=Rules(granularity_minutes=60))
     made["d"] = client.book("cy", calendar_id, at(day, "14:00"), at(day, "15:00"), "d",
-                            wait_ms=0).command_id
+                            wait_ms=0, admin=True).command_id
     booking_c = json.loads(redis.hget(f"sl:{{{calendar_id}:{day}}}:done", made["c"]))
     made["cancel_c"] = client.cancel("bob", calendar_id, booking_c["booking"]["id"],
                                      wait_ms=0).command_id

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.e2e
 def room(stack):
     """Room A (Berlin time, 30-minute slots, open 08:00-18:00) with bob's bookings on it."""
     Catalog(stack["redis"]).put(Calendar("room-a", "Room A", "Europe/Berlin", Rules(
-        granularity_minutes=30, open_from=time(8), open_until=time(18))))
+        granularity_minutes=30, open_from=time(8), open_until=time(18), horizon_days=0)))
     client = Client(Settings(redis_url=stack["settings_env"]["REDIS_URL"], secret_key="t"))
     for start, end, title in (("09:00", "10:00", "Design review"),
                               ("13:00", "14:30", "Customer call")):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from slotlock.catalog import Catalog
 from slotlock.client import Client
-from tests.conftest import make_settings
+from tests.conftest import make_settings, open_default
 from tests.procs import Procs
 
 pytestmark = pytest.mark.e2e
@@ -30,5 +29,5 @@ def procs(tmp_path, e2e_settings):
 @pytest.fixture
 def client(e2e_settings):
     c = Client(e2e_settings)
-    Catalog(c.redis).ensure_default("UTC")
+    open_default(c.redis)
     return c

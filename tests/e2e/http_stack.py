@@ -105,6 +105,10 @@ class HttpStack:
                              **self.extra_env)
         subprocess.run([sys.executable, "-m", "slotlock", "migrate"], env=self.env, check=True,
                        capture_output=True, timeout=60)
+        # no booking horizon: the tests use fixed dates years ahead
+        subprocess.run([sys.executable, "-m", "slotlock", "calendar", "put", "main",
+                        "--horizon-days", "0"], env=self.env, check=True, capture_output=True,
+                       timeout=60)
         web = procfile_line("web").replace("--bind 0.0.0.0:", "--bind 127.0.0.1:")
         assert "127.0.0.1:${PORT" in web
         out = self._out("web")

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 import pytest
 import requests
@@ -173,7 +173,8 @@ def test_the_procfile_runs_as_is_under_honcho(tmp_path):
         users = Users(connect(server.url))
         users.add("honcho")
         token = users.issue_token("honcho")
-        body = {"start": "2031-03-01T09:00", "end": "2031-03-01T09:30", "title": "honcho"}
+        day = (date.today() + timedelta(days=7)).isoformat()  # the default 365-day window
+        body = {"start": f"{day}T09:00", "end": f"{day}T09:30", "title": "honcho"}
         response = requests.post(base + BOOKINGS, json=body, headers=bearer(token), timeout=15)
         assert response.status_code == 201, response.text
     finally:

@@ -13,7 +13,7 @@ from slotlock.days.lease import parse_lease
 from tests.checks import check_day
 from tests.procs import wait_for
 
-DAY = date(2026, 12, 1)
+DAY = date(2030, 12, 1)
 PART = f"main:{DAY.isoformat()}"
 KEYS = DayKeys(PART)
 
@@ -23,9 +23,9 @@ def random_books(client, n, seed, wait_ms=0):
     ids = []
     for _ in range(n):
         slot = rng.randrange(0, 96)
-        start = datetime(2026, 12, 1) + timedelta(minutes=15 * slot)
+        start = datetime(2030, 12, 1) + timedelta(minutes=15 * slot)
         length = timedelta(minutes=15 * rng.randint(1, 4))
-        end = min(start + length, datetime(2026, 12, 2))
+        end = min(start + length, datetime(2030, 12, 2))
         ids.append(client.book(f"user{rng.randrange(5)}", "main", start, end, "t",
                                wait_ms=wait_ms).command_id)
     return ids
@@ -56,7 +56,7 @@ def test_sigkill_of_the_holder_loses_and_duplicates_nothing(procs, client, e2e_s
     took_over = time.monotonic() - killed_at
     counts = check_day(client.redis, PART)
     assert counts["applied"] == counts["entries"] == 300
-    survivor.wait_log(r"acquired main:2026-12-01 with token \d+")
+    survivor.wait_log(r"acquired main:2030-12-01 with token \d+")
     # takeover needs the lease TTL to lapse (no clean release): bounded by TTL + polling
     assert took_over < e2e_settings.lease_ttl_ms / 1000 + 10
     assert len(counts["tokens"]) >= 2
@@ -66,7 +66,7 @@ def test_sigterm_hands_the_day_over_at_once(procs, client):
     # A long TTL: a successor that had to wait for expiry would need 5 s.
     a = procs.worker("wa", SLOTLOCK_LEASE_TTL_MS=5000)
     a.wait_log("started")
-    assert client.book("u", "main", datetime(2026, 12, 1, 9), datetime(2026, 12, 1, 10),
+    assert client.book("u", "main", datetime(2030, 12, 1, 9), datetime(2030, 12, 1, 10),
                        "x").outcome["status"] == "accepted"
     b = procs.worker("wb", SLOTLOCK_LEASE_TTL_MS=5000)
     b.wait_log("started")
@@ -77,7 +77,7 @@ def test_sigterm_hands_the_day_over_at_once(procs, client):
     exited = time.monotonic() - sent
     assert exited < 1.0, f"worker took {exited:.3f}s to stop"
     assert "stopped" in a.log()
-    result = client.book("u", "main", datetime(2026, 12, 1, 22), datetime(2026, 12, 1, 23), "y")
+    result = client.book("u", "main", datetime(2030, 12, 1, 22), datetime(2030, 12, 1, 23), "y")
     handoff = time.monotonic() - sent
     assert result.outcome is not None
     # far under the lease TTL: the lease was released and B woken, not left to expire
@@ -91,7 +91,7 @@ def test_sigterm_hands_the_day_over_at_once(procs, client):
 def test_second_sigterm_stops_at_once_and_loses_nothing(procs, client):
     a = procs.worker("wa", SLOTLOCK_FAILPOINT="sleep_before_commit:1")
     a.wait_log("started")
-    queued = client.book("u", "main", datetime(2026, 12, 1, 9), datetime(2026, 12, 1, 10), "x",
+    queued = client.book("u", "main", datetime(2030, 12, 1, 9), datetime(2030, 12, 1, 10), "x",
                          wait_ms=0)
     a.wait_log("FAILPOINT sleep_before_commit")
     a.send(signal.SIGTERM)
@@ -104,7 +104,7 @@ def test_second_sigterm_stops_at_once_and_loses_nothing(procs, client):
     b = procs.worker("wb")  # takes the day once the abandoned lease lapses
     assert client.wait(queued.command_id, 5000)["status"] == "accepted"
     assert check_day(client.redis, PART)["applied"] == 1
-    b.wait_log("acquired main:2026-12-01 with token 2")
+    b.wait_log("acquired main:2030-12-01 with token 2")
 
 
 def test_paused_holder_past_its_ttl_cannot_commit(procs, client, e2e_settings):
@@ -113,17 +113,17 @@ def test_paused_holder_past_its_ttl_cannot_commit(procs, client, e2e_settings):
     a.wait_log("started")
     ids = random_books(client, 40, seed=4)
     wait_for(lambda: a.state() == "T", 5, what="worker A stopped between decide and commit")
-    a.wait_log("FAILPOINT stop_before_commit: main:2026-12-01 token 1")
+    a.wait_log("FAILPOINT stop_before_commit: main:2030-12-01 token 1")
     time.sleep(e2e_settings.lease_ttl_ms / 1000 * 1.5)  # A's lease lapses while it is paused
     assert client.redis.get(KEYS.lease) is None
     b = procs.worker("wb")
     wait_for(lambda: all_settled(client, ids), 10, 0.05, "B settled every command")
-    b.wait_log("acquired main:2026-12-01 with token 2")
+    b.wait_log("acquired main:2030-12-01 with token 2")
     before = check_day(client.redis, PART)
     assert before["tokens"] == [2]
 
     a.send(signal.SIGCONT)  # A wakes up holding a decided batch under token 1
-    a.wait_log("FAILPOINT resumed: committing main:2026-12-01 with token 1")
+    a.wait_log("FAILPOINT resumed: committing main:2030-12-01 with token 1")
     a.wait_log(r"FENCED: commit refused.*token 1")
     after = check_day(client.redis, PART)
     assert after == before, "the stale commit changed something"

@@ -8,14 +8,13 @@ from datetime import date, datetime, timedelta
 import pytest
 import redis
 
-from slotlock.catalog import Catalog
 from slotlock.client import Client
 from slotlock.embedded import RedisServer
 from tests.checks import check_day
-from tests.conftest import make_settings
+from tests.conftest import make_settings, open_default
 from tests.procs import Procs, wait_for
 
-DAY = date(2026, 12, 3)
+DAY = date(2030, 12, 3)
 PART = f"main:{DAY.isoformat()}"
 
 
@@ -31,13 +30,13 @@ def setup(tmp_path, own_redis):
     settings = make_settings(redis_url=own_redis.url, lease_ttl_ms=600)
     procs = Procs(tmp_path, {"REDIS_URL": own_redis.url, "SLOTLOCK_LEASE_TTL_MS": "600"})
     client = Client(settings)
-    Catalog(client.redis).ensure_default("UTC")
+    open_default(client.redis)
     yield procs, client
     procs.stop_all()
 
 
 def book(client, slot, wait_ms=3000, key=None):
-    start = datetime(2026, 12, 3) + timedelta(minutes=15 * slot)
+    start = datetime(2030, 12, 3) + timedelta(minutes=15 * slot)
     return client.book("u", "main", start, start + timedelta(minutes=15), f"s{slot}",
                        wait_ms=wait_ms, idempotency_key=key)
 

@@ -8,9 +8,8 @@ from datetime import datetime
 
 import pytest
 
-from slotlock.catalog import Catalog
 from slotlock.client import Client
-from tests.conftest import make_settings
+from tests.conftest import make_settings, open_default
 from tests.procs import Procs
 
 pytestmark = pytest.mark.e2e
@@ -24,7 +23,7 @@ def setup(tmp_path, redis_server, real_redis):
     procs = Procs(tmp_path, {"REDIS_URL": redis_server.url, "SLOTLOCK_LEASE_TTL_MS": str(TTL_MS),
                              "SLOTLOCK_IDLE_RELEASE_MS": "60000"})
     client = Client(settings)
-    Catalog(client.redis).ensure_default("UTC")
+    open_default(client.redis)
     yield procs, client
     procs.stop_all()
 

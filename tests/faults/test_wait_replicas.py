@@ -9,12 +9,11 @@ from datetime import datetime
 import pytest
 import redis
 
-from slotlock.catalog import Catalog
 from slotlock.client import Client
 from slotlock.days.keys import DayKeys
 from slotlock.embedded import RedisServer
 from slotlock.workers.lease_worker import LeaseWorker
-from tests.conftest import make_settings
+from tests.conftest import make_settings, open_default
 from tests.procs import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -39,7 +38,7 @@ def test_outcomes_wait_for_the_replica(primary_and_replica):
     settings = make_settings(redis_url=primary.url, wait_replicas=1,
                              wait_replicas_timeout_ms=300, reply_timeout_ms=3000)
     client = Client(settings)
-    Catalog(client.redis).ensure_default("UTC")
+    open_default(client.redis)
     worker = LeaseWorker(make_settings(redis_url=primary.url, worker_id="wr"))
     thread = threading.Thread(target=worker.work, kwargs={"install_signals": False}, daemon=True)
     thread.start()

@@ -1,16 +1,16 @@
 """Issue 9, bug 6: a lease value is unique per grant, even when the fence counter went back
 (a Redis restart without appendfsync always, a failover) and two workers share an id."""
 
+import pytest
+
 from slotlock.days.keys import DayKeys
 from slotlock.days.lease import DayLease, parse_lease
 from slotlock.days.scripts import Scripts
 from slotlock.days.store import DayStore
 from slotlock.errors import FenceRejected
 
-import pytest
-
-KEYS = DayKeys("main:2027-06-03")
-OUT = [("main.20270603.00000000000000aa", '{"status":"rejected"}')]
+KEYS = DayKeys("main:2031-06-03")
+OUT = [("main.20310603.00000000000000aa", '{"status":"rejected"}')]
 
 
 def test_same_holder_same_token_after_the_fence_went_back_cannot_commit(any_redis):

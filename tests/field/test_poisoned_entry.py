@@ -5,15 +5,14 @@ from datetime import date, datetime
 
 import pytest
 
-from slotlock.catalog import Catalog
 from slotlock.client import Client
 from slotlock.days.keys import DayKeys
 from slotlock.days.store import DayStore
 from slotlock.ids import new_ids
-from tests.conftest import make_settings
+from tests.conftest import make_settings, open_default
 from tests.procs import WorkerThread
 
-DAY = date(2027, 6, 2)
+DAY = date(2031, 6, 2)
 
 
 def at(h, m=0):
@@ -31,7 +30,7 @@ def poison(client: Client) -> str:
     command_id, booking_id = new_ids("main", DAY)
     raw = {"kind": "book", "command_id": command_id, "actor": "mallory", "admin": False,
            "calendar": "main", "date": DAY.isoformat(), "booking_id": booking_id,
-           "start": "2027-06-02T08:00:00+00:00", "end": "2027-06-02T09:00:00+00:00",
+           "start": "2031-06-02T08:00:00+00:00", "end": "2031-06-02T09:00:00+00:00",
            "title": None, "idempotency_key": None}
     keys = DayKeys.of("main", DAY)
     DayStore(client.redis).submit(keys, command_id, json.dumps(raw))
@@ -41,7 +40,7 @@ def poison(client: Client) -> str:
 
 def test_an_entry_that_cannot_be_decided_is_rejected_and_the_day_goes_on(settings):
     client = Client(settings)
-    Catalog(client.redis).ensure_default("UTC")
+    open_default(client.redis)
     before = client.book("alice", "main", at(7), at(8), "first", wait_ms=0)
     bad = poison(client)
     with WorkerThread(settings):

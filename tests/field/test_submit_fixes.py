@@ -9,15 +9,14 @@ from datetime import date, datetime
 
 import pytest
 
-from slotlock.catalog import Catalog
 from slotlock.client import Client
 from slotlock.days.keys import DayKeys, idempotency_key
 from slotlock.errors import IdempotencyMismatch
 from slotlock.ids import new_ids, parse_booking_id, parse_command_id
-from tests.conftest import make_settings
+from tests.conftest import make_settings, open_default
 from tests.procs import WorkerThread
 
-DAY = date(2027, 6, 1)
+DAY = date(2031, 6, 1)
 
 
 def at(h, m=0, on=DAY):
@@ -32,7 +31,7 @@ def settings(redis_server, real_redis):
 
 @pytest.fixture
 def client(settings):
-    Catalog(Client(settings).redis).ensure_default("UTC")
+    open_default(Client(settings).redis)
     return Client(settings)
 
 

@@ -9,7 +9,7 @@ from slotlock.catalog import Catalog
 from slotlock.client import Client
 from slotlock.errors import ZoneLocked
 from slotlock.model import Calendar
-from tests.conftest import make_settings
+from tests.conftest import make_settings, open_default
 from tests.procs import Procs, WorkerThread
 
 
@@ -22,9 +22,9 @@ def settings(redis_server, real_redis):
 def test_the_zone_of_a_used_calendar_cannot_change_and_the_instant_stays_single(
         settings, redis_server, tmp_path):
     client = Client(settings)
-    Catalog(client.redis).ensure_default("UTC")
+    open_default(client.redis)
     with WorkerThread(settings):
-        alice = client.book("alice", "main", datetime(2027, 5, 4, 23), datetime(2027, 5, 5, 0),
+        alice = client.book("alice", "main", datetime(2031, 5, 4, 23), datetime(2031, 5, 5, 0),
                             "late")
         assert alice.outcome["status"] == "accepted"
         procs = Procs(tmp_path, {"REDIS_URL": redis_server.url, "SECRET_KEY": "x" * 32,
@@ -34,8 +34,8 @@ def test_the_zone_of_a_used_calendar_cannot_change_and_the_instant_stays_single(
         assert "time zone" in moved.stderr and "new calendar" in moved.stderr
         assert Catalog(client.redis).get("main").timezone == "UTC"
         # bob's 01:00-02:00 local on 05-05 is still read in UTC: no second day holds 23:00Z
-        bob = client.book("bob", "main", datetime(2027, 5, 5, 1), datetime(2027, 5, 5, 2), "x")
-        assert bob.outcome["booking"]["start"] == "2027-05-05T01:00:00+00:00"
+        bob = client.book("bob", "main", datetime(2031, 5, 5, 1), datetime(2031, 5, 5, 2), "x")
+        assert bob.outcome["booking"]["start"] == "2031-05-05T01:00:00+00:00"
         # other changes still go through, and the zone stays locked after them
         assert procs.cli("calendar", "put", "main", "--buffer", "0", "--name", "Main room"
                          ).returncode == 0
@@ -68,8 +68,8 @@ def test_a_client_with_a_stale_zone_reads_it_again(settings):
     client = Client(settings)
     assert client.calendar("room").timezone == "UTC"  # cached now
     writer.catalog.put(Calendar("room", "Room", "Asia/Kolkata"))
-    result = client.book("alice", "room", datetime(2027, 5, 6, 10), datetime(2027, 5, 6, 11),
+    result = client.book("alice", "room", datetime(2031, 5, 6, 10), datetime(2031, 5, 6, 11),
                          "x", wait_ms=0)
     assert result.pending
-    raw = client.redis.xrange(f"sl:{{room:{date(2027, 5, 6).isoformat()}}}:cmds")
-    assert raw and '"start": "2027-05-06T04:30:00+00:00"' in raw[0][1]["c"]
+    raw = client.redis.xrange(f"sl:{{room:{date(2031, 5, 6).isoformat()}}}:cmds")
+    assert raw and '"start": "2031-05-06T04:30:00+00:00"' in raw[0][1]["c"]

@@ -5,15 +5,14 @@ from datetime import date, datetime
 
 import pytest
 
-from slotlock.catalog import Catalog
 from slotlock.client import Client
 from slotlock.days.keys import ACTIVE, DayKeys
 from slotlock.errors import Backpressure, IdempotencyMismatch, InvalidRequest
 from slotlock.model import Calendar, Rules
-from tests.conftest import make_settings
+from tests.conftest import make_settings, open_default
 from tests.procs import WorkerThread
 
-DAY = date(2026, 12, 1)
+DAY = date(2030, 12, 3)
 
 
 def at(h, m=0, on=DAY):
@@ -28,7 +27,7 @@ def settings(redis_server, real_redis):
 
 @pytest.fixture
 def client(settings):
-    Catalog(Client(settings).redis).ensure_default("Europe/Berlin")
+    open_default(Client(settings).redis, "Europe/Berlin")
     return Client(settings)
 
 
@@ -37,7 +36,7 @@ def test_book_conflict_and_cancel_roundtrip(settings, client):
         first = client.book("alice", "main", at(10), at(11), "standup")
         assert first.outcome["status"] == "accepted"
         booking = first.outcome["booking"]
-        assert booking["start"] == "2026-12-01T10:00:00+01:00"
+        assert booking["start"] == "2030-12-03T10:00:00+01:00"
         clash = client.book("bob", "main", at(10, 30), at(11, 30), "retro")
         assert clash.outcome["error"]["code"] == "overlap"
         assert clash.outcome["error"]["details"]["conflicts"][0]["id"] == booking["id"]
@@ -77,7 +76,7 @@ def test_idempotency_key_returns_the_first_outcome(settings, client):
 
 def test_time_in_the_spring_gap_is_an_invalid_request(client):
     with pytest.raises(InvalidRequest, match="does not exist"):
-        client.book("alice", "main", datetime(2026, 3, 29, 2, 30), datetime(2026, 3, 29, 3, 30),
+        client.book("alice", "main", datetime(2030, 3, 31, 2, 30), datetime(2030, 3, 31, 3, 30),
                     "x", wait_ms=0)
 
 
@@ -85,10 +84,10 @@ def test_rule_changes_apply_to_later_commands(settings, client):
     with WorkerThread(settings):
         assert client.book("a", "main", at(8), at(11), "long").outcome["status"] == "accepted"
         client.catalog.put(Calendar("main", "Main", "Europe/Berlin",
-                                    Rules(max_length_minutes=60)))
+                                    Rules(max_length_minutes=60, horizon_days=0)))
         late = client.book("a", "main", at(12), at(15), "long")
         assert late.outcome["error"]["code"] == "rule_violation"
-        assert late.outcome["rules_revision"] == 2
+        assert late.outcome["rules_revision"] == 3  # 1: created, 2: no horizon (open_default)
 
 
 def test_idle_day_is_released_and_dropped_from_the_index(settings, client):
@@ -115,7 +114,7 @@ def test_backpressure_when_the_backlog_is_full(settings, client):
 
 def test_many_days_are_served_by_one_worker(settings, client):
     with WorkerThread(settings) as worker:
-        results = [client.book("a", "main", at(10, on=date(2027, 1, d)), at(11, on=date(2027, 1, d)),
+        results = [client.book("a", "main", at(10, on=date(2031, 1, d)), at(11, on=date(2031, 1, d)),
                                "x") for d in range(1, 11)]
         assert all(r.outcome["status"] == "accepted" for r in results)
         assert worker.stats["acquired"] >= 10
@@ -133,7 +132,7 @@ def test_a_day_whose_batch_raises_is_let_go_and_the_others_go_on(settings, clien
                                                                  monkeypatch):
     from slotlock.workers import lease_worker
 
-    poisoned = date(2026, 12, 9)
+    poisoned = date(2030, 12, 9)
     real_apply = lease_worker.apply_entries
 
     def apply(day, cursor, entries, part, with_events):

@@ -7,10 +7,9 @@ import re
 
 import pytest
 
-from slotlock.catalog import Catalog
 from slotlock.users import Users
 from slotlock.web import create_app
-from tests.conftest import make_settings
+from tests.conftest import make_settings, open_default
 
 PASSWORDS = {"alice": "alice-pw-1", "bob": "bob-pw-2", "root": "root-pw-3"}
 CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
@@ -18,7 +17,7 @@ CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
 @pytest.fixture
 def ui_settings(real_redis, redis_server):
-    Catalog(real_redis).ensure_default("UTC")
+    open_default(real_redis)
     users = Users(real_redis)
     for name, password in PASSWORDS.items():
         users.add(name, admin=name == "root", password=password)

@@ -160,7 +160,7 @@ def test_day_view_has_one_free_slot_link_per_slot_prefilling_the_form(browser_fo
 
 
 def test_navigation_today_date_picker_and_calendar_switcher(browser_for, real_redis):
-    Catalog(real_redis).put(Calendar("lab", "Lab", "Europe/Berlin"))
+    Catalog(real_redis).put(Calendar("lab", "Lab", "Europe/Berlin", Rules(horizon_days=0)))
     b = browser_for("alice")
     html = text(b.get(DAY_URL))
     assert 'href="/calendars/main/days/2030-05-03"' in html
@@ -214,7 +214,7 @@ def test_overlap_is_refused_with_the_typed_values_and_the_conflict_highlighted(b
 
 def test_rule_violations_and_bad_input_are_explained_on_the_form(browser_for, real_redis):
     Catalog(real_redis).put(Calendar("room", "Room", "UTC",
-                                     Rules(granularity_minutes=30, open_from=__import__(
+                                     Rules(granularity_minutes=30, horizon_days=0, open_from=__import__(
                                          "datetime").time(8), max_length_minutes=120)))
     b = browser_for("alice")
     url = "/calendars/room/days/2030-05-04"
@@ -234,7 +234,7 @@ def test_rule_violations_and_bad_input_are_explained_on_the_form(browser_for, re
 
 
 def test_a_time_the_clocks_skip_is_refused_on_the_field(browser_for, real_redis):
-    Catalog(real_redis).put(Calendar("berlin", "Berlin", "Europe/Berlin", Rules(60)))
+    Catalog(real_redis).put(Calendar("berlin", "Berlin", "Europe/Berlin", Rules(60, horizon_days=0)))
     b = browser_for("alice")
     url = "/calendars/berlin/days/2030-03-31"
     response = b.submit(url, url, {"start": "02:00", "duration": "60", "title": "Gap"})

@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta
 from slotlock.model import Book, Calendar, Cancel, Day, Rules
 from slotlock.model.timeutil import UTC, to_utc
 
-NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+NOW = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)  # before every date the unit tests book
 DAY = date(2026, 12, 1)
 
 

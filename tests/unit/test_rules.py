@@ -144,3 +144,48 @@ def test_buffer_within_the_day(buffer, start, end, ok):
     assert (v is None) == ok
     if not ok:
         assert v.code == "rule_violation" and v.details["rule"] == "buffer"
+
+
+def test_a_refusal_stays_small_whatever_the_day_holds():
+    """Issue 11: a 296-byte request stored a 43 KB outcome (every conflict in full)."""
+    import json
+
+    cal = calendar()
+    d = day(cal)
+    for h in range(24):
+        for m in (0, 15, 30, 45):
+            d = evolve(d, decide(d, book(at(h, m), at(h, m + 15) if m < 45 else at(h + 1) if h < 23
+                                         else "2026-12-02T00:00:00", cal=cal, actor="bob",
+                                         title="x" * 200), NOW).event)
+    assert len(d.bookings) == 96
+    outcome = decide(d, book(at(0), "2026-12-02T00:00:00", cal=cal), NOW)
+    details = outcome.details
+    assert details["conflicts_total"] == 96
+    assert len(details["conflicts"]) == R.CONFLICTS_SHOWN
+    assert len(details["conflict_ids"]) == R.CONFLICT_IDS_SHOWN
+    assert len(json.dumps(outcome.to_dict())) < 6_000
+
+
+@pytest.mark.parametrize("tz, horizon, start, admin, rule", [
+    ("UTC", 365, "2026-01-01T09:00:00", False, None),              # now is fine
+    ("UTC", 365, "2026-01-01T08:45:00", False, "past"),
+    ("UTC", 365, "2026-01-01T08:45:00", True, None),               # admins may book the past
+    ("UTC", 365, "2027-01-01T10:00:00", False, None),              # today + 365
+    ("UTC", 365, "2027-01-02T10:00:00", False, "horizon"),
+    ("UTC", 365, "2027-01-02T10:00:00", True, "horizon"),          # the horizon holds for all
+    ("UTC", 0, "2098-01-02T10:00:00", False, None),                # 0: no limit
+    ("Pacific/Kiritimati", 1, "2026-01-02T20:00:00", False, None),  # today there is 01-01
+    ("Pacific/Kiritimati", 1, "2026-01-03T00:00:00", False, "horizon"),
+])
+def test_booking_window(tz, horizon, start, admin, rule):
+    from datetime import datetime as dt
+    from datetime import timedelta as td
+
+    cal = calendar(tz, horizon_days=horizon)
+    begin = dt.fromisoformat(start)
+    cmd = book(begin, begin + td(minutes=15), cal=cal, admin=admin)
+    outcome = decide(day(cal, on=cmd.date), cmd, NOW)
+    if rule is None:
+        assert outcome.status == "accepted", outcome
+    else:
+        assert outcome.code == "rule_violation" and outcome.details["rule"] == rule

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from slotlock.catalog import Catalog
 from slotlock.users import Users
 from slotlock.web import create_app
-from tests.conftest import make_settings
+from tests.conftest import make_settings, open_default
 
 
 @pytest.fixture
 def web_settings(real_redis, redis_server):
-    Catalog(real_redis).ensure_default("UTC")
+    open_default(real_redis)
     return make_settings(redis_url=redis_server.url, reply_timeout_ms=3000,
                          rate_limit="100000/minute")
 

@@ -76,7 +76,7 @@ def test_revoked_token_gets_401(client, real_redis):
 # -- calendars and days --------------------------------------------------------------------
 
 def test_calendars_lists_main(client, tokens, real_redis):
-    Catalog(real_redis).put(Calendar("room-b", "Room B", "Europe/Berlin",
+    Catalog(real_redis).put(Calendar("room-b", "Room B", "Europe/Berlin", Rules(horizon_days=0),
                                      webhook_url="http://example.invalid/hook"))
     response = client.get("/api/v1/calendars", headers=tokens["alice"])
     assert response.status_code == 200
@@ -108,7 +108,8 @@ def test_book_answers_201_with_the_booking_which_the_day_and_get_show(client, to
 
 
 def test_naive_times_are_read_in_the_calendars_zone_and_offsets_kept(client, tokens, real_redis):
-    Catalog(real_redis).put(Calendar("berlin", "Berlin", "Europe/Berlin"))
+    Catalog(real_redis).put(Calendar("berlin", "Berlin", "Europe/Berlin",
+                                     Rules(horizon_days=0)))
     naive = client.post("/api/v1/calendars/berlin/bookings", json=slot(10),
                         headers=tokens["alice"])
     assert naive.status_code == 201
@@ -129,7 +130,8 @@ def test_overlap_is_409_with_the_conflicting_bookings(client, tokens):
 
 
 def test_quota_exceeded_is_409(client, tokens, real_redis):
-    Catalog(real_redis).put(Calendar("q", "Q", rules=Rules(max_bookings_per_owner=1)))
+    Catalog(real_redis).put(Calendar("q", "Q", rules=Rules(max_bookings_per_owner=1,
+                                                                 horizon_days=0)))
     url = "/api/v1/calendars/q/bookings"
     assert client.post(url, json=slot(9), headers=tokens["alice"]).status_code == 201
     response = client.post(url, json=slot(11), headers=tokens["alice"])
@@ -140,7 +142,7 @@ def test_quota_exceeded_is_409(client, tokens, real_redis):
 def test_rule_violation_and_invalid_times_are_422(client, tokens, real_redis):
     from datetime import time as dtime
 
-    Catalog(real_redis).put(Calendar("office", "Office", rules=Rules(open_from=dtime(8),
+    Catalog(real_redis).put(Calendar("office", "Office", rules=Rules(horizon_days=0, open_from=dtime(8),
                                                                        open_until=dtime(18))))
     response = client.post("/api/v1/calendars/office/bookings", json=slot(19),
                            headers=tokens["alice"])
@@ -167,7 +169,8 @@ def test_a_body_that_breaks_the_schema_is_422(client, tokens, body):
 
 
 def test_a_time_inside_the_spring_forward_gap_is_422(client, tokens, real_redis):
-    Catalog(real_redis).put(Calendar("berlin", "Berlin", "Europe/Berlin"))
+    Catalog(real_redis).put(Calendar("berlin", "Berlin", "Europe/Berlin",
+                                     Rules(horizon_days=0)))
     body = {"start": "2030-03-31T02:15", "end": "2030-03-31T02:45", "title": "gap"}
     response = client.post("/api/v1/calendars/berlin/bookings", json=body,
                            headers=tokens["alice"])

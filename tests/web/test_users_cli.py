@@ -97,7 +97,8 @@ def test_slotlock_up_starts_an_embedded_redis_serves_and_stops_on_ctrl_c(tmp_pat
         assert len(pids) >= 3  # redis, web, worker
         headers = {"Authorization": f"Bearer {token}"}
         url = f"http://127.0.0.1:{port}/api/v1/calendars/main/bookings"
-        body = {"start": "2030-05-04T10:00", "end": "2030-05-04T10:30", "title": "up"}
+        day = re.search(r'"start": "(\d{4}-\d{2}-\d{2})T', out).group(1)  # as printed
+        body = {"start": f"{day}T10:00", "end": f"{day}T10:30", "title": "up"}
         response = requests.post(url, json=body, headers=headers, timeout=10)
         assert response.status_code == 201, response.text
         assert (tmp_path / ".slotlock" / "redis" / "appendonlydir").is_dir()

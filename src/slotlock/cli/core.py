@@ -14,8 +14,8 @@ from pydantic import ValidationError
 from .. import logs
 from ..catalog import Catalog
 from ..config import Settings
-from ..days.keys import ACTIVE, DAYS, WORKERS, DayKeys, worker_alive_key
 from ..days.index import WorkIndex
+from ..days.keys import ACTIVE, DAYS, WORKERS, DayKeys, worker_alive_key
 from ..days.store import DayStore
 from ..errors import ZoneLocked
 from ..model import Calendar, Rules
@@ -99,9 +99,11 @@ def _hhmm(value: str | None):
 @click.option("--open-until", help="Closing time, local, HH:MM (24:00: midnight).")
 @click.option("--buffer", type=int, help="Minutes to keep free between bookings.")
 @click.option("--quota", type=int, help="Bookings per owner per day (0: no limit).")
+@click.option("--horizon-days", type=int,
+              help="Bookings start at most this many days after today (default 365; 0: no limit).")
 @click.option("--webhook-url", help="URL that receives booking events ('' to remove).")
 def calendar_put(calendar_id, name, timezone, granularity, min_length, max_length, open_from,
-                 open_until, buffer, quota, webhook_url) -> None:
+                 open_until, buffer, quota, horizon_days, webhook_url) -> None:
     """Create or change calendar CALENDAR_ID; options not given keep their current value."""
     settings = settings_or_exit()
     catalog = Catalog(redis_or_exit(settings))
@@ -115,6 +117,7 @@ def calendar_put(calendar_id, name, timezone, granularity, min_length, max_lengt
         "open_until": _hhmm(open_until),
         "buffer_minutes": buffer,
         "max_bookings_per_owner": quota,
+        "horizon_days": horizon_days,
     }
     for key, value in changes.items():
         if value is not None:

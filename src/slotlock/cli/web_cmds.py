@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -144,11 +145,12 @@ def up(data_dir: str) -> None:
         click.echo(f"slotlock is up at {url} ({pids}); Ctrl-C stops it.")
         click.echo(f"Web UI: {url}/ — sign in as {DEMO_USER!r} with password {password}")
         click.echo(f"Admin user {DEMO_USER!r}, fresh API token:\n  {token}\nTry:")
+        day = (datetime.now(UTC) + timedelta(days=7)).date().isoformat()  # inside the window
         click.echo(f"  curl -s -X POST {url}/api/v1/calendars/main/bookings \\\n"
                    f"    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"
-                   f"    -d '{{\"start\": \"2030-05-04T10:00\", \"end\": \"2030-05-04T10:30\", "
+                   f"    -d '{{\"start\": \"{day}T10:00\", \"end\": \"{day}T10:30\", "
                    f"\"title\": \"Stand-up\"}}'")
-        click.echo(f"  curl -s {url}/api/v1/calendars/main/days/2030-05-04 "
+        click.echo(f"  curl -s {url}/api/v1/calendars/main/days/{day} "
                    f"-H 'Authorization: Bearer {token}'", nl=True)
         sys.stdout.flush()
         while not stopping:

@@ -8,9 +8,9 @@ it from the index only if the score is unchanged since before it looked (see
 
 from __future__ import annotations
 
-import redis
-
 from datetime import date
+
+import redis
 
 from .keys import ACTIVE, DAYS, READY, DayKeys, day_key_pattern, partition_of, split_partition
 from .scripts import Scripts

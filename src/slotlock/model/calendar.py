@@ -28,6 +28,7 @@ class Rules:
     buffer_minutes: int = 0
     max_bookings_per_owner: int | None = None  # per day; over it: quota_exceeded
     max_title_length: int = 200
+    horizon_days: int = 365  # bookings start at most this many days after today; 0: no limit
 
     def __post_init__(self) -> None:
         if not 1 <= self.granularity_minutes <= 24 * 60:
@@ -40,6 +41,8 @@ class Rules:
             raise ValueError("buffer_minutes must not be negative")
         if self.max_bookings_per_owner is not None and self.max_bookings_per_owner < 1:
             raise ValueError("max_bookings_per_owner must be positive")
+        if self.horizon_days < 0:
+            raise ValueError("horizon_days must not be negative (0: no limit)")
         if not 1 <= self.max_title_length <= 200:
             raise ValueError("max_title_length must be between 1 and 200")
         if self.open_until is not None and self.open_until <= self.open_from:

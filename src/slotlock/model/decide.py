@@ -8,7 +8,7 @@ from .booking import Booking
 from .commands import Book, Cancel, Command
 from .day import Day
 from .outcomes import Accepted, BookingCancelled, BookingMade, Outcome, Rejected
-from .rules import first_violation
+from .rules import booking_window, first_violation
 
 
 def decide(day: Day, command: Command, now: datetime) -> Outcome:
@@ -38,7 +38,7 @@ def _decide_book(day: Day, command: Book, now: datetime) -> Outcome:
         owner=command.actor,
         created_at=now,
     )
-    violation = first_violation(day, booking)
+    violation = booking_window(day, booking, now, command.admin) or first_violation(day, booking)
     if violation is not None:
         return Rejected(command.command_id, violation.code, violation.message, violation.details)
     return Accepted(command.command_id, BookingMade(booking))

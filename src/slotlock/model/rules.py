@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from .booking import Booking
 from .day import Day
+from .timeutil import local_date
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,34 @@ class Violation:
 
 
 Rule = Callable[[Day, Booking], "Violation | None"]
+
+CONFLICTS_SHOWN = 5  # bookings given in full in a refusal (every outcome is stored: G8)
+CONFLICT_IDS_SHOWN = 50
+
+
+def conflict_details(day: Day, conflicts: list[Booking]) -> dict[str, Any]:
+    """``conflicts``: the first few bookings in the way, in full; ``conflict_ids``: more of
+    their ids; ``conflicts_total``: how many there are. Bounded whatever the day holds."""
+    tz = day.calendar.tz
+    return {"conflicts": [b.to_dict(tz) for b in conflicts[:CONFLICTS_SHOWN]],
+            "conflict_ids": [b.id for b in conflicts[:CONFLICT_IDS_SHOWN]],
+            "conflicts_total": len(conflicts)}
+
+
+def booking_window(day: Day, booking: Booking, now: datetime, admin: bool) -> Violation | None:
+    """A booking starts no earlier than now (admins excepted) and at most ``horizon_days``
+    after today in the calendar's zone: no request can fill Redis with far-off days (G8)."""
+    if booking.start < now and not admin:
+        return Violation("rule_violation", "a booking may not start in the past",
+                         {"rule": "past"})
+    horizon = day.calendar.rules.horizon_days
+    if horizon and day.date > local_date(now, day.calendar.tz) + timedelta(days=horizon):
+        return Violation(
+            "rule_violation",
+            f"bookings open at most {horizon} days ahead on this calendar",
+            {"rule": "horizon", "horizon_days": horizon},
+        )
+    return None
 
 
 def title_limits(day: Day, booking: Booking) -> Violation | None:
@@ -133,12 +162,11 @@ def no_overlap(day: Day, booking: Booking) -> Violation | None:
     start, end = booking.start - buffer, booking.end + buffer
     conflicts = [b for b in day.bookings if b.start < end and start < b.end]  # hot path
     if conflicts:
-        tz = day.calendar.tz
         what = "overlaps" if not buffer else f"is within {day.calendar.rules.buffer_minutes} minutes of"
         return Violation(
             "overlap",
             f"this time {what} {len(conflicts)} existing booking(s)",
-            {"conflicts": [b.to_dict(tz) for b in conflicts]},
+            conflict_details(day, conflicts),
         )
     return None
 
@@ -149,11 +177,10 @@ def owner_quota(day: Day, booking: Booking) -> Violation | None:
         return None
     held = [b for b in day.bookings if b.owner == booking.owner]
     if len(held) >= limit:
-        tz = day.calendar.tz
         return Violation(
             "quota_exceeded",
             f"{booking.owner} already holds {len(held)} booking(s) on this day (limit {limit})",
-            {"limit": limit, "conflicts": [b.to_dict(tz) for b in held]},
+            {"limit": limit, **conflict_details(day, held)},
         )
     return None
 

@@ -59,6 +59,8 @@ class Rules(_Out):
     buffer_minutes: int
     max_bookings_per_owner: int | None
     max_title_length: int
+    horizon_days: int = Field(description="bookings start at most this many days after today "
+                              "in the calendar's zone; 0: no limit")
 
 
 class Calendar(_Out):

@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 import redis
 
 from ..catalog import Catalog
-from ..days.keys import DayKeys, split_partition
+from ..days.keys import DayKeys
 from ..days.scripts import Scripts
 from .audit import START, audit_and_record, known_days
 
