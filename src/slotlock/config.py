@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     wait_replicas: int = Field(0, validation_alias="SLOTLOCK_WAIT_REPLICAS", ge=0)
     wait_replicas_timeout_ms: int = Field(1000, validation_alias="SLOTLOCK_WAIT_REPLICAS_TIMEOUT_MS",
                                           ge=1)
+    # run on a Redis whose maxmemory-policy may evict keys (unsafe: see redis_conn)
+    allow_eviction: bool = Field(False, validation_alias="SLOTLOCK_ALLOW_EVICTION")
     rate_limit: str = Field("600/minute", validation_alias="SLOTLOCK_RATE_LIMIT")
     max_body_bytes: int = Field(16_384, validation_alias="SLOTLOCK_MAX_BODY_BYTES", ge=256)
     # -- background jobs (slotlock jobs): audit, notifications, retention --------------------
@@ -42,6 +44,9 @@ class Settings(BaseSettings):
     retention_days: int = Field(30, validation_alias="SLOTLOCK_RETENTION_DAYS", ge=1)
     retention_interval_s: int = Field(3600, validation_alias="SLOTLOCK_RETENTION_INTERVAL_S",
                                       ge=1)
+    # a day changed lately whose stream holds more entries than this is compacted (snapshot
+    # and trim) whatever its date, so no day's stream grows without bound (G8)
+    compact_after: int = Field(5000, validation_alias="SLOTLOCK_COMPACT_AFTER", ge=10)
     outbox_sweep_s: int = Field(60, validation_alias="SLOTLOCK_OUTBOX_SWEEP_S", ge=1)
     notify_poll_ms: int = Field(500, validation_alias="SLOTLOCK_NOTIFY_POLL_MS", ge=10)
     webhook_secret: str | None = Field(None, validation_alias="SLOTLOCK_WEBHOOK_SECRET")

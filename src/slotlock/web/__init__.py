@@ -15,7 +15,7 @@ from redis.retry import Retry
 
 from ..config import Settings
 from ..days.keys import DEV_SECRET_KEY, RATE_LIMIT_PREFIX
-from ..redis_conn import connect
+from ..redis_conn import check_eviction_policy, connect
 from . import api, errors, health, ui
 from .auth import rate_limit_key
 from .services import Services
@@ -26,6 +26,7 @@ log = logging.getLogger("slotlock.web")
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None) -> Flask:
     """Defaults, then the environment (``Settings()``), then ``test_config``."""
     settings = settings or Settings()
+    _refuse_evicting_redis(settings)
     if settings.secret_key_generated:
         settings = settings.model_copy(update={"secret_key": _shared_dev_secret(settings)})
     app = Flask(__name__)
@@ -44,6 +45,20 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     app.register_blueprint(api.bp)
     ui.init_app(app, settings, exempt=(api.bp, health.bp))
     return app
+
+
+def _refuse_evicting_redis(settings: Settings) -> None:
+    """A web process does not start on a Redis that may evict keys (``EvictingRedis``). If
+    Redis does not answer yet, the process starts (``/readyz`` says 503) and the lease
+    workers, which check too, refuse to apply anything on such a Redis."""
+    client = connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms)
+    try:
+        check_eviction_policy(client, allow=settings.allow_eviction)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        log.warning("Redis unreachable at start-up (%s); its maxmemory-policy is checked by "
+                    "the workers", exc)
+    finally:
+        client.close()
 
 
 def _seconds_to_reset(limiter: Limiter) -> int:

@@ -134,8 +134,11 @@ def outbox_sweep_job() -> dict:
 
 def retention_job() -> dict:
     ctx = context()
+    since = int((time.time() - 2 * ctx.settings.retention_interval_s) * 1000)
     results = retention.run_retention(ctx.client, ctx.settings.retention_days,
-                                      ctx.settings.idempotency_ttl_s)
+                                      ctx.settings.idempotency_ttl_s,
+                                      compact_after=ctx.settings.compact_after,
+                                      busy_since_ms=since)
     return {"days": len(results),
             "retained": [r.day for r in results if r.status == "retained"]}
 

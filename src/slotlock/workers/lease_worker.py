@@ -36,9 +36,9 @@ from ..days.keys import (
 from ..days.lease import DayLease
 from ..days.scripts import Scripts
 from ..days.store import DayStore
-from ..errors import CursorMismatch, FenceRejected, LeaseLost
+from ..errors import CursorMismatch, EvictingRedis, FenceRejected, LeaseLost
 from ..model import Day
-from ..redis_conn import connect, connect_blocking
+from ..redis_conn import check_eviction_policy, connect, connect_blocking
 from .applier import apply_entries, load_day
 
 log = logging.getLogger("slotlock.worker")
@@ -141,11 +141,15 @@ class LeaseWorker:
         log.info("worker %s started (pid %d, lease ttl %d ms, batch %d)", self.holder,
                  os.getpid(), self.settings.lease_ttl_ms, self.settings.batch_size)
         backoff = Backoff()
+        policy_checked = False
         try:
             while not self._stop:
                 if deadline and time.monotonic() > deadline:
                     break
                 try:
+                    if not policy_checked:
+                        check_eviction_policy(self.client, allow=self.settings.allow_eviction)
+                        policy_checked = True
                     self.maintain()
                     if not self.process_days():
                         self.wait_for_work()
@@ -159,6 +163,9 @@ class LeaseWorker:
                     log.warning("redis error (%s: %s); retrying in %.0f ms",
                                 type(exc).__name__, exc, delay * 1000)
                     self._sleep(delay)
+                except EvictingRedis as exc:
+                    log.error("%s", exc)
+                    return 2
                 except Exception:  # a bug outside any one day: log it, back off, go on
                     self.stats["errors"] += 1
                     self._forget_cached_state()
