@@ -22,7 +22,7 @@ def run(args, redis_url, **env):
 
     merged = dict(os.environ, REDIS_URL=redis_url, SLOTLOCK_ENV="development",
                   SECRET_KEY="x" * 32, **env)
-    return subprocess.run([sys.executable, "-m", "slotlock", *args], env=merged,
+    return subprocess.run([sys.executable, "-m", "slotlock", *args], env=merged, check=False,
                           capture_output=True, text=True, timeout=30)
 
 
