@@ -145,16 +145,21 @@ class Client:
             command, reserved = self._reserve_key(command)
         keys = DayKeys.of(command.calendar, command.date)
         scoped_key = f"{command.actor}:{command.idempotency_key}" if command.idempotency_key else None
-        # One round trip: append, then bump the index and wake the workers (a spurious
-        # wake-up after a duplicate or a refusal costs a worker one empty read).
-        pipe = self.redis.pipeline(transaction=False)
-        self.index.note_day(keys.part, command.date, pipe=pipe)  # before the append: see there
-        self.store.submit(keys, command.command_id, json.dumps(command.to_dict()), scoped_key,
-                          self.settings.backlog_limit, pipe=pipe,
-                          fingerprint=fingerprint(command) if scoped_key else "")
-        self.index.mark(keys.part, pipe=pipe)
+        # One round trip: index the day, append, then bump the index of days with work and
+        # wake the workers (a spurious wake-up after a duplicate or a refusal costs a worker
+        # one empty read).
+        command_json = json.dumps(command.to_dict())
+        print_ = fingerprint(command) if scoped_key else ""
+
+        def build(pipe) -> None:
+            self.index.note_day(keys.part, command.date, pipe=pipe)  # before the append
+            self.store.submit(keys, command.command_id, command_json, scoped_key,
+                              self.settings.backlog_limit, pipe=pipe, fingerprint=print_)
+            self.index.mark(keys.part, pipe=pipe)
+
+        replies = self.scripts.run_pipeline(build)
         try:
-            submitted = self.store.submitted(keys, command.command_id, pipe.execute()[1],
+            submitted = self.store.submitted(keys, command.command_id, replies[1],
                                              command.idempotency_key or "")
         except IdempotencyMismatch:
             if reserved is not None:  # the key's global record we just wrote pins nothing

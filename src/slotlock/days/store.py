@@ -61,13 +61,12 @@ class DayStore:
         With an idempotency key, a retry is told the first command (and its outcome, if
         decided) only if it carries the same request ``fingerprint``.
         """
-        reply = self.scripts.submit(
-            keys=[keys.cmds, keys.idem, keys.state, keys.done],
-            args=[command_id, command_json, idempotency_key or "", backlog_limit, fingerprint],
-            client=pipe,
-        )
+        script_keys = [keys.cmds, keys.idem, keys.state, keys.done]
+        script_args = [command_id, command_json, idempotency_key or "", backlog_limit, fingerprint]
         if pipe is not None:
+            self.scripts.queue(pipe, "submit", script_keys, script_args)
             return None
+        reply = self.scripts.submit(keys=script_keys, args=script_args)
         return self.submitted(keys, command_id, reply)
 
     @staticmethod
