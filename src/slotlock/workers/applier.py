@@ -34,8 +34,34 @@ class Batch:
     events: list[str] = field(default_factory=list)  # outbox entries
     accepted: int = 0
 
-    def bookings_json(self) -> str:
+    def bookings_json(self, memo: JsonMemo | None = None) -> str:
+        if memo is not None:
+            return memo.bookings_json(self.day)
         return json.dumps(self.day.bookings_dicts(), separators=(",", ":"))
+
+
+class JsonMemo:
+    """The committed bookings' JSON, kept per booking so that a commit serialises only the
+    bookings it adds (a day's state is written whole on every commit). Bookings are frozen
+    and ``evolve`` keeps the objects it does not touch, so identity says unchanged."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, tuple[Booking, str, str]] = {}
+
+    def bookings_json(self, day: Day) -> str:
+        tz = day.calendar.tz
+        zone = day.calendar.timezone
+        kept: dict[str, tuple[Booking, str, str]] = {}
+        parts = []
+        for booking in day.bookings:
+            cached = self._by_id.get(booking.id)
+            if cached is None or cached[0] is not booking or cached[1] != zone:
+                cached = (booking, zone,
+                          json.dumps(booking.to_dict(tz), separators=(",", ":")))
+            kept[booking.id] = cached
+            parts.append(cached[2])
+        self._by_id = kept
+        return "[" + ",".join(parts) + "]"
 
 
 def event_record(part: str, stream_id: str, outcome: Accepted, tz) -> dict[str, Any]:

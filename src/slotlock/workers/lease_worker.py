@@ -16,7 +16,7 @@ import signal
 import socket
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
@@ -24,8 +24,8 @@ from ..catalog import Catalog
 from ..config import Settings
 from ..days.index import WorkIndex
 from ..days.keys import (
+    ACTIVE,
     CHANGED,
-    DAYS,
     OUTBOX_DAYS,
     READY,
     WORKERS,
@@ -39,13 +39,14 @@ from ..days.store import DayStore
 from ..errors import CursorMismatch, EvictingRedis, FenceRejected, LeaseLost
 from ..model import Day
 from ..redis_conn import check_eviction_policy, connect, connect_blocking
-from .applier import apply_entries, load_day
+from .applier import JsonMemo, apply_entries, load_day
 
 log = logging.getLogger("slotlock.worker")
 
 BLOCK_MS = 50  # longest blocking read; also the sweep period for orphaned days
 HEARTBEAT_S = 1.0
 REINDEX_S = 1.0  # one incremental step over sl:days for queued days missing from the index
+NOTE_EVERY_S = 1.0  # at most this often per day: tell the jobs of its commits
 DAY_ERROR_BACKOFF_S = 5.0  # a day whose batch raised is left alone this long
 FAILPOINT_ENV = "SLOTLOCK_FAILPOINT"  # test-only: "<name>:N" acts at the N-th commit
 FAILPOINTS = ("stop_before_commit", "sleep_before_commit", "kill_after_commit")
@@ -84,6 +85,8 @@ class OwnedDay:
     renew_at: float = 0.0
     last_work: float = 0.0
     calendar_raw: str | None = None
+    json_memo: JsonMemo = field(default_factory=JsonMemo)
+    noted_at: float = 0.0  # when the jobs were last told of a commit of this day
 
 
 class Backoff:
@@ -373,8 +376,14 @@ class LeaseWorker:
             owned.calendar_raw = None
         pipe = self.client.pipeline(transaction=False)
         pipe.get(self.catalog_key(calendar_id))
+        # the day's score in the index of days with work, read *before* the stream: every
+        # later command bumps it after its append, so the sweep marks the day dirty again
+        # only if something came after this read (no empty re-reads for what we took here)
+        pipe.zscore(ACTIVE, part)
         pipe.xrange(keys.cmds, min=f"({owned.cursor}", max="+", count=self.settings.batch_size)
-        calendar_raw, entries = pipe.execute()
+        calendar_raw, score, entries = pipe.execute()
+        if score is not None:
+            self.seen_scores[part] = score
         if not entries:
             owned.dirty = False
             return 0
@@ -388,7 +397,8 @@ class LeaseWorker:
                               with_events=bool(owned.day.calendar.webhook_url))
         self._maybe_failpoint(part, owned)
         try:
-            self.store.commit(owned.lease, owned.cursor, batch.cursor, batch.bookings_json(),
+            self.store.commit(owned.lease, owned.cursor, batch.cursor,
+                              batch.bookings_json(owned.json_memo),
                               batch.day.version, batch.outcomes, batch.events,
                               self.settings.reply_ttl_ms)
         except FenceRejected as exc:
@@ -402,7 +412,7 @@ class LeaseWorker:
             owned.day = None
             return 0
         self._maybe_failpoint_after_commit(part, owned)
-        self._note_commit(part, day, bool(batch.events))
+        self._note_commit(part, owned, bool(batch.events))
         owned.day = batch.day
         owned.cursor = batch.cursor
         owned.last_work = time.monotonic()
@@ -412,14 +422,20 @@ class LeaseWorker:
         self.stats["accepted"] += batch.accepted
         return len(entries)
 
-    def _note_commit(self, part: str, day, had_events: bool) -> None:
-        """Tell the background jobs (issue 6) about a commit: after it, like submitters do.
+    def _note_commit(self, part: str, owned: OwnedDay, had_events: bool) -> None:
+        """Tell the background jobs about a commit: after it, like submitters do.
 
-        Not atomic with the commit (global keys stay out of day scripts): a crash right
-        here loses only the hint; ``slotlock jobs`` finds the day by its periodic SCAN.
+        ``sl:days:changed`` (the audit of recent days, compaction) is told at most once a
+        second per day: its readers look back over minutes. A day with webhook events is
+        told at once. Not atomic with the commit (global keys stay out of day scripts): a
+        crash right here loses only the hint; the outbox sweep and the nightly audit (by
+        ``sl:days``, which the submitter wrote) find the day anyway.
         """
+        now = time.monotonic()
+        if not had_events and now - owned.noted_at < NOTE_EVERY_S:
+            return
+        owned.noted_at = now
         pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(DAYS, {part: day.toordinal()})
         pipe.zadd(CHANGED, {part: int(time.time() * 1000)})
         if had_events:
             pipe.zincrby(OUTBOX_DAYS, 1, part)
