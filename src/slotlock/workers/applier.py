@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+
+import orjson
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +16,12 @@ from ..model.outcomes import BookingCancelled
 from ..model.timeutil import from_epoch_ms, rfc3339
 
 log = logging.getLogger("slotlock.worker")
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON (orjson: UTF-8, no spaces; what ``json.dumps(separators=(",", ":"),
+    ensure_ascii=False)`` writes)."""
+    return orjson.dumps(value).decode()
 
 
 def stream_time(stream_id: str):
@@ -37,7 +45,7 @@ class Batch:
     def bookings_json(self, memo: JsonMemo | None = None) -> str:
         if memo is not None:
             return memo.bookings_json(self.day)
-        return json.dumps(self.day.bookings_dicts(), separators=(",", ":"))
+        return dumps(self.day.bookings_dicts())
 
 
 class JsonMemo:
@@ -56,8 +64,7 @@ class JsonMemo:
         for booking in day.bookings:
             cached = self._by_id.get(booking.id)
             if cached is None or cached[0] is not booking or cached[1] != zone:
-                cached = (booking, zone,
-                          json.dumps(booking.to_dict(tz), separators=(",", ":")))
+                cached = (booking, zone, dumps(booking.to_dict(tz)))
             kept[booking.id] = cached
             parts.append(cached[2])
         self._by_id = kept
@@ -87,9 +94,9 @@ def apply_entries(day: Day, cursor: str, entries: list[tuple[str, str]], part: s
         now = stream_time(stream_id)
         data = None
         try:
-            data = json.loads(raw)
+            data = orjson.loads(raw)
             command = command_from_dict(data)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
             command_id = data.get("command_id") if isinstance(data, dict) else None
             outcome = Rejected(command_id or f"unreadable-{stream_id}", "invalid",
                                f"unreadable command: {exc}")
@@ -108,11 +115,11 @@ def apply_entries(day: Day, cursor: str, entries: list[tuple[str, str]], part: s
             batch.day = evolve(batch.day, outcome.event)
             batch.accepted += 1
             if with_events:
-                batch.events.append(json.dumps(event_record(part, stream_id, outcome, tz)))
+                batch.events.append(dumps(event_record(part, stream_id, outcome, tz)))
         record = outcome.to_dict(tz)
         record["kind"] = kind
         record["stream_id"] = stream_id
         record["rules_revision"] = revision
-        batch.outcomes.append((outcome.command_id, json.dumps(record, separators=(",", ":"))))
+        batch.outcomes.append((outcome.command_id, dumps(record)))
         batch.cursor = stream_id
     return batch
