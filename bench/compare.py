@@ -34,6 +34,7 @@ Bounded: every run stops after --seconds or --max-requests, whichever comes firs
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import random
@@ -45,11 +46,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Self
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import loadgen  # noqa: E402
-from stacks import ConventionalStack, SlotlockStack, cpu_seconds, host_jiffies  # noqa: E402
+import loadgen
+from stacks import ConventionalStack, SlotlockStack, cpu_seconds, host_jiffies
 
 CONTENDED_CALENDARS = ["c0", "c1", "c2", "c3"]
 DAYS_PER_CALENDAR = 5
@@ -118,7 +120,7 @@ class Meter:
     def __init__(self, groups: dict[str, int]):
         self.groups = groups
 
-    def __enter__(self) -> Meter:
+    def __enter__(self) -> Self:
         self.before = {name: cpu_seconds(pid) for name, pid in self.groups.items()}
         self.host_before = host_jiffies()
         return self
@@ -209,9 +211,9 @@ class Bench:
                     def make(i: int, first=first):
                         return path(UNCONTENDED_CALENDAR), body(
                             UNCONTENDED_BASE + timedelta(days=first + i), 40, 42, f"fresh {i}")
-                fn = (lambda make=make, clients=clients: loadgen.closed_loop(
-                    host, port, token, clients, args.seconds, make,
-                    max_requests=args.max_requests, keep_bodies=workload == "contended"))
+                fn = (lambda make=make, clients=clients, keep=workload == "contended":
+                      loadgen.closed_loop(host, port, token, clients, args.seconds, make,
+                                          max_requests=args.max_requests, keep_bodies=keep))
                 result, run = self.measure(stack, workload, clients, fn)
                 if workload == "uncontended":
                     touched[UNCONTENDED_CALENDAR].update(
@@ -281,7 +283,7 @@ class Bench:
                     continue
                 bookings = sorted(json.loads(data)["bookings"], key=lambda b: b["start"])
                 stored[cal] += len(bookings)
-                for a, b in zip(bookings, bookings[1:]):
+                for a, b in itertools.pairwise(bookings):
                     if datetime.fromisoformat(b["start"]) < datetime.fromisoformat(a["end"]):
                         overlaps += 1
             how = f"{len(paths)} days read back over the API ({bad} not 200)"

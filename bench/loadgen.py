@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 # make(i) -> (path, body bytes); i counts requests across all clients of one run
 Maker = Callable[[int], tuple[str, bytes]]

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(ROOT / "src"))
 
-from slotlock.embedded import RedisServer, free_port  # noqa: E402
+from slotlock.embedded import RedisServer, free_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PG_USER = "slbench"
@@ -160,19 +160,20 @@ class SlotlockStack:
         }
         self.cli("migrate")
         self.web_command = procfile_line("web").replace("--bind 0.0.0.0:", "--bind 127.0.0.1:")
-        log = open(self.tmp / "web.log", "wb")
-        self.web = subprocess.Popen(["/bin/sh", "-c", f"exec {self.web_command}"], env=self.env,
-                                    stdout=log, stderr=log, start_new_session=True)
-        log = open(self.tmp / "worker.log", "wb")
-        self.worker = subprocess.Popen([sys.executable, "-m", "slotlock", "worker"],
-                                       env={**self.env, "SLOTLOCK_WORKER_ID": "bench-w0"},
-                                       stdout=log, stderr=log, start_new_session=True)
+        with open(self.tmp / "web.log", "wb") as log:
+            self.web = subprocess.Popen(["/bin/sh", "-c", f"exec {self.web_command}"],
+                                        env=self.env, stdout=log, stderr=log,
+                                        start_new_session=True)
+        with open(self.tmp / "worker.log", "wb") as log:
+            self.worker = subprocess.Popen([sys.executable, "-m", "slotlock", "worker"],
+                                           env={**self.env, "SLOTLOCK_WORKER_ID": "bench-w0"},
+                                           stdout=log, stderr=log, start_new_session=True)
         wait_http(f"{self.url}/readyz", [self.web, self.worker])
         return self
 
     def cli(self, *args: str) -> str:
         done = subprocess.run([sys.executable, "-m", "slotlock", *args], env=self.env,
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=120, check=False)
         if done.returncode not in (0, 1):
             raise RuntimeError(f"slotlock {' '.join(args)}: {done.stderr or done.stdout}")
         self.last_returncode = done.returncode
@@ -242,12 +243,13 @@ class PostgresServer:
         subprocess.run([pg_binary("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
                         "-E", "UTF8", "--no-sync", "--no-instructions"], env=env,
                        check=True, capture_output=True, cwd=self.dir, **as_user)
-        log = open(self.dir / "postgres.log", "wb")
-        self.process = subprocess.Popen(
-            [pg_binary("postgres"), "-D", str(data), "-p", str(self.port),
-             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sock}",
-             "-c", f"synchronous_commit={self.synchronous_commit}", "-c", "max_connections=60"],
-            env=env, stdout=log, stderr=log, cwd=self.dir, start_new_session=True, **as_user)
+        with open(self.dir / "postgres.log", "wb") as log:
+            self.process = subprocess.Popen(
+                [pg_binary("postgres"), "-D", str(data), "-p", str(self.port),
+                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sock}",
+                 "-c", f"synchronous_commit={self.synchronous_commit}",
+                 "-c", "max_connections=60"],
+                env=env, stdout=log, stderr=log, cwd=self.dir, start_new_session=True, **as_user)
         import psycopg
 
         deadline = time.monotonic() + 30
@@ -303,8 +305,9 @@ class ConventionalStack:
         env = {**os.environ, "DATABASE_URL": self.pg.conninfo,
                "RATELIMIT_STORAGE_URI": self.limits.url, "RATE_LIMIT": self.rate_limit,
                "POOL_SIZE": str(self.threads)}
-        log = open(self.tmp / "web.log", "wb")
-        self.web = subprocess.Popen(argv, env=env, stdout=log, stderr=log, start_new_session=True)
+        with open(self.tmp / "web.log", "wb") as log:
+            self.web = subprocess.Popen(argv, env=env, stdout=log, stderr=log,
+                                        start_new_session=True)
         wait_http(f"{self.url}/healthz", [self.web])
         return self
 
