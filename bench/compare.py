@@ -34,6 +34,7 @@ Bounded: every run stops after --seconds or --max-requests, whichever comes firs
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import json
 import math
@@ -54,6 +55,25 @@ import loadgen
 from stacks import ConventionalStack, SlotlockStack, cpu_seconds, host_jiffies
 
 CONTENDED_CALENDARS = ["c0", "c1", "c2", "c3"]
+# (what, calendar, body or None for malformed JSON, token?) -> the status both stacks must give
+CONTRACT = [
+    ("no token", "w0", {"start": "2099-06-01T10:00", "end": "2099-06-01T10:15", "title": "t"},
+     False, 401),
+    ("malformed JSON", "w0", None, True, 400),
+    ("no title", "w0", {"start": "2099-06-01T10:00", "end": "2099-06-01T10:15"}, True, 422),
+    ("off the grid", "w0", {"start": "2099-06-01T10:07", "end": "2099-06-01T10:15", "title": "t"},
+     True, 422),
+    ("end before start", "w0",
+     {"start": "2099-06-01T10:15", "end": "2099-06-01T10:00", "title": "t"}, True, 422),
+    ("in the past", "w0", {"start": "2001-01-01T10:00", "end": "2001-01-01T10:15", "title": "t"},
+     True, 422),
+    ("unknown calendar", "nope",
+     {"start": "2099-06-01T10:00", "end": "2099-06-01T10:15", "title": "t"}, True, 404),
+    ("book", "w0", {"start": "2099-06-01T10:00", "end": "2099-06-01T11:00", "title": "t"},
+     True, 201),
+    ("overlap", "w0", {"start": "2099-06-01T10:30", "end": "2099-06-01T10:45", "title": "t"},
+     True, 409),
+]
 DAYS_PER_CALENDAR = 5
 UNCONTENDED_CALENDAR, FLASH_CALENDAR, WARMUP_CALENDAR = "u0", "f0", "w0"
 CONTENDED_BASE = date(2031, 3, 2)
@@ -175,6 +195,7 @@ class Bench:
         accepted: Counter = Counter()  # 201s per calendar
         pending: Counter = Counter()  # 202s per calendar
         print(f"\n== {stack.name}: {stack.web_command}", flush=True)
+        self.contract(stack, token)
 
         # warm-up (not counted): imports, pools, prepared statements
         start = self.warmup_next
@@ -227,6 +248,31 @@ class Bench:
                         cal = json.loads(data).get("calendar", "?")
                         (accepted if cal != "?" else pending)[cal] += 1
         self.verify(stack, token, touched, accepted, pending)
+
+    def contract(self, stack, token: str) -> None:
+        """The same answers from both stacks to the same requests, before any figure."""
+
+        async def ask() -> list[tuple[int, bytes]]:
+            answers = []
+            for _, cal, data, with_token, _ in CONTRACT:
+                conn = loadgen.Connection("127.0.0.1", stack.port, token if with_token else "x")
+                raw = b"{not json" if data is None else json.dumps(data).encode()
+                answers.append(await conn.request("POST", path(cal), raw))
+                conn.close()
+            return answers
+
+        answers = asyncio.run(ask())
+        got = []
+        for (what, *_, want), (status, data) in zip(CONTRACT, answers, strict=True):
+            mark = "" if status == want else f" (want {want})"
+            if status == 409:
+                details = json.loads(data)["error"]["details"]
+                mark += f" conflicts={len(details.get('conflicts', []))}"
+            got.append(f"{what}: {status}{mark}")
+        ok = all(a[0] == c[-1] for a, c in zip(answers, CONTRACT, strict=True))
+        line = f"{stack.name}: contract {'ok' if ok else 'BROKEN'}: " + "; ".join(got)
+        self.checks.append(line)
+        print(line, flush=True)
 
     def flash(self, stack, token: str, touched, accepted) -> None:
         args = self.args
@@ -377,8 +423,8 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({
             "results": [r.to_dict() for r in bench.results], "checks": bench.checks}, indent=2))
-    failed = [c for c in bench.checks if "DIFFERS" in c or "pairs stored: 0" not in c
-              and "overlapping" in c]
+    failed = [c for c in bench.checks if "DIFFERS" in c or "BROKEN" in c
+              or ("overlapping" in c and "pairs stored: 0" not in c)]
     return 1 if failed or any("NOT exactly" in n for r in bench.results for n in r.notes) else 0
 
 
