@@ -39,7 +39,6 @@ import itertools
 import json
 import math
 import random
-import signal
 import sys
 import tempfile
 import time
@@ -52,7 +51,7 @@ from typing import Self
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen
-from stacks import ConventionalStack, SlotlockStack, cpu_seconds, host_jiffies
+from stacks import ConventionalStack, SlotlockStack, cpu_seconds, host_jiffies, stop_on_signals
 
 CONTENDED_CALENDARS = ["c0", "c1", "c2", "c3"]
 # (what, calendar, body or None for malformed JSON, token?) -> the status both stacks must give
@@ -404,7 +403,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    stop_on_signals()
     bench = Bench(args)
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {args.seconds:g} s per run, clients "
           f"{args.clients}, workloads {args.workload}, rate limit {args.rate_limit} per token "
@@ -429,4 +428,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted: every process started here has been stopped", file=sys.stderr)
+        sys.exit(130)

@@ -90,6 +90,17 @@ def stop_pid(process: subprocess.Popen | None, sig: int = signal.SIGTERM,
         process.wait()
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def stop_on_signals() -> None:
+    """SIGINT and SIGTERM unwind the run through its ``finally`` blocks, which stop every
+    process by pid (SIGINT too when it was inherited ignored, as by a background job)."""
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def wait_http(url: str, processes: list[subprocess.Popen], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

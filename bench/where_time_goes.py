@@ -59,7 +59,7 @@ from compare import (
     path,
     row,
 )
-from stacks import ROOT, SlotlockStack, procfile_line, tree
+from stacks import ROOT, SlotlockStack, procfile_line, stop_on_signals, tree
 
 PROBE = Path(__file__).resolve().parent / "probe"
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
@@ -299,7 +299,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.seconds = 3.0
     pyspy = shutil.which("py-spy")
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    stop_on_signals()
     spies: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="slotlock-where-") as tmp:
         tmp = Path(tmp)
@@ -332,4 +332,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted: every process started here has been stopped", file=sys.stderr)
+        sys.exit(130)
