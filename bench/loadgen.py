@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-# make(i) -> (path, body bytes); i counts requests across all clients of one run
+# make(i) -> (path, body bytes); i counts requests across all clients of one run; an empty
+# body makes a GET
 Maker = Callable[[int], tuple[str, bytes]]
 
 
@@ -88,7 +89,7 @@ async def _closed_loop(host: str, port: int, token: str, clients: int, seconds: 
                 return
             path, body = make(i)
             t0 = time.perf_counter()
-            status, data = await conn.request("POST", path, body)
+            status, data = await conn.request("POST" if body else "GET", path, body)
             run.latencies.append(time.perf_counter() - t0)
             run.statuses.append(status)
             if keep_bodies and status < 300:

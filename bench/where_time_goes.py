@@ -10,7 +10,8 @@ a sitecustomize that counts every redis-py round trip by label in each process. 
 
 1. a measured run: CPU ms per booking of web / worker / redis-server / clients (from /proc),
    Redis ``INFO commandstats`` before and after (commands per booking, by command, including
-   those run inside scripts);
+   those run inside scripts); then GET /healthz in the same closed loop: the CPU of gunicorn +
+   Flask with no booking work, the floor under the web's figure;
 2. a profiled run of the same workload: ``py-spy record`` (``--gil``: samples of the thread
    holding the GIL, i.e. Python CPU) of each gunicorn worker and of the lease worker; prints the
    share of samples by package (self time) and the top functions by self and by total time;
@@ -202,13 +203,14 @@ class Session:
             return path(cal), body(days[rng.randrange(len(days))], q0, q0 + length, f"b {i}")
         return make
 
-    def run(self, run_no: int, seconds: float):
+    def run(self, run_no: int, seconds: float, make=None, workload: str | None = None):
         with Meter(self.stack.groups()) as meter:
             t0 = time.monotonic()
             run = loadgen.closed_loop("127.0.0.1", self.stack.port, self.token,
-                                      self.args.clients, seconds, self.make_for(run_no))
+                                      self.args.clients, seconds, make or self.make_for(run_no))
             wall = time.monotonic() - t0
-        return meter.result("slotlock", self.args.workload, self.args.clients, run, wall)
+        return meter.result("slotlock", workload or self.args.workload, self.args.clients, run,
+                            wall)
 
 
 def measured(session: Session, seconds: float) -> None:
@@ -226,6 +228,9 @@ def measured(session: Session, seconds: float) -> None:
     for cmd, calls in deltas.most_common():
         if calls > 0:
             print(f"  {calls / n:6.2f}  {cmd}")
+    base = session.run(0, min(seconds, 5.0), lambda i: ("/healthz", b""), "GET /healthz")
+    print("\nbaseline: the web's floor, GET /healthz (gunicorn + Flask, no token, no Redis)\n"
+          + row(base))
 
 
 def profiled(session: Session, seconds: float, tmp: Path, pyspy: str, spies: list) -> None:
