@@ -25,6 +25,14 @@ class Catalog:
             self._scripts = Scripts(self.client)
         return self._scripts
 
+    @staticmethod
+    def parse(raw: str) -> dict:
+        return json.loads(raw)
+
+    def queue_raw(self, pipe, calendar_id: str) -> None:
+        """Queue a read of the calendar's stored JSON on a pipeline (see ``parse``)."""
+        pipe.get(calendar_key(calendar_id))
+
     def find(self, calendar_id: str) -> Calendar | None:
         raw = self.client.get(calendar_key(calendar_id))
         return Calendar.from_dict(json.loads(raw)) if raw else None

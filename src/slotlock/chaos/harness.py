@@ -8,6 +8,7 @@ The run directory keeps every process's log, ``history.jsonl`` (every operation)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import statistics
@@ -130,7 +131,10 @@ def run(config: RunConfig, log=print) -> RunReport:
         log(f"starting redis, proxy, {config.webs} web and {config.workers} worker processes "
             f"in {config.run_dir}")
         cluster.start()
-        Catalog(cluster.redis).ensure_default("UTC")
+        catalog = Catalog(cluster.redis)
+        main_calendar, _ = catalog.ensure_default("UTC")
+        catalog.put(main_calendar.with_changes(  # its fixed dates lie years ahead
+            rules=dataclasses.replace(main_calendar.rules, horizon_days=0)))
         users = Users(cluster.redis)
         tokens = {}
         for i in range(config.clients):

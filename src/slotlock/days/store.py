@@ -83,6 +83,14 @@ class DayStore:
     def read_state(self, keys: DayKeys) -> StoredState:
         return _stored_state(self.client.hmget(keys.state, STATE_FIELDS))
 
+    def queue_read_commands(self, pipe, keys: DayKeys, after: str, count: int) -> None:
+        """Queue a read of up to ``count`` commands after ``after`` (see ``commands_of``)."""
+        pipe.xrange(keys.cmds, min=f"({after}", max="+", count=count)
+
+    @staticmethod
+    def commands_of(entries) -> list[tuple[str, str]]:
+        return [(entry_id, fields["c"]) for entry_id, fields in entries]
+
     def read_commands(self, keys: DayKeys, after: str, count: int) -> list[tuple[str, str]]:
         entries = self.client.xrange(keys.cmds, min=f"({after}", max="+", count=count)
         return [(entry_id, fields["c"]) for entry_id, fields in entries]

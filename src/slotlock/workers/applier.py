@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
-
-import orjson
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from ..model import Accepted, Calendar, Day, Rejected, decide, evolve
 from ..model.booking import Booking
