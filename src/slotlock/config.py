@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
 
 MIN_SECRET_KEY_LENGTH = 32
 
@@ -127,3 +126,18 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides) -> Settings:
     return Settings(**overrides)
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password (and user) replaced by ``***``: fit for logs and output."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None and parts.username is None:
+            return url
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:  # unparsable (e.g. a bad port): show nothing of it
+        return "<unparsable URL>"
