@@ -50,6 +50,7 @@ def stack_env(redis_url: str, port: int, bin_dir: Path, **extra: str) -> dict[st
         "SLOTLOCK_ENV": "development",
         "SECRET_KEY": "e2e",
         "SLOTLOCK_RATE_LIMIT": "1000000/minute",
+        "SLOTLOCK_ANONYMOUS_RATE_LIMIT": "1000000/minute",
     })
     env.update(extra)
     return env
