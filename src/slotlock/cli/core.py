@@ -14,7 +14,9 @@ def settings_or_exit(**overrides) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        # Each error names its variable, never its value (hide_input_in_errors).
+        lines = [f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                 for e in exc.errors()]
         raise click.ClickException("bad configuration:\n" + "\n".join(lines)) from exc
 
 
