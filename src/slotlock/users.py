@@ -116,10 +116,15 @@ class Users:
         """Delete user ``name`` and all its tokens; its sessions end with the record."""
         if self.get(name) is None:
             return False
+        # The record goes first: from then on no token or session of the user works, even
+        # if this process dies before the tokens are deleted. Keys of other slots are never
+        # in one transaction (Redis Cluster), so the order is what makes it safe.
         token_ids = self.client.smembers(user_tokens_key(name))
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(user_key(name), user_tokens_key(name),
-                        *(token_key(t) for t in token_ids))
+        self.client.delete(user_key(name))
+        with self.client.pipeline(transaction=False) as pipe:
+            for token_id in token_ids:
+                pipe.delete(token_key(token_id))
+            pipe.delete(user_tokens_key(name))
             pipe.srem(USERS, name)
             pipe.execute()
         return True
@@ -135,12 +140,14 @@ class Users:
         token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
         now = int(time.time())
         record = {"user": name, "hash": hash_secret(secret), "created_at": str(now)}
-        with self.client.pipeline(transaction=True) as pipe:
+        if expires_in_s is not None:
+            record["expires_at"] = str(now + expires_in_s)
+        # Listed before it exists, so that no working token is ever missing from the list.
+        self.client.sadd(user_tokens_key(name), token_id)
+        with self.client.pipeline(transaction=True) as pipe:  # one key
             pipe.hset(token_key(token_id), mapping=record)
             if expires_in_s is not None:
-                pipe.hset(token_key(token_id), "expires_at", str(now + expires_in_s))
                 pipe.expireat(token_key(token_id), now + expires_in_s)
-            pipe.sadd(user_tokens_key(name), token_id)
             pipe.execute()
         return f"{TOKEN_PREFIX}{token_id}.{secret}"
 
@@ -179,11 +186,9 @@ class Users:
         if token_id is None:
             return False
         owner = self.client.hget(token_key(token_id), "user")
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(token_key(token_id))
-            if owner:
-                pipe.srem(user_tokens_key(owner), token_id)
-            deleted = pipe.execute()[0]
+        deleted = self.client.delete(token_key(token_id))
+        if owner:
+            self.client.srem(user_tokens_key(owner), token_id)
         return bool(deleted)
 
     # -- passwords -----------------------------------------------------------------------
