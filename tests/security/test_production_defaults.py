@@ -3,13 +3,17 @@ settings errors and CLI output never show a credential."""
 
 from __future__ import annotations
 
+import stat
+
 import pytest
+import redis
 from click.testing import CliRunner
 from pydantic import ValidationError
 
 from slotlock.cli import main
 from slotlock.config import Settings, redacted_url
 from slotlock.days.keys import DEV_SECRET_KEY
+from slotlock.embedded import RedisServer
 from slotlock.web import create_app
 
 STRONG = "k" * 32
@@ -69,3 +73,12 @@ def test_slotlock_up_leaves_a_redis_it_did_not_start_alone(redis_server, real_re
     result = CliRunner().invoke(main, ["up"], env={"REDIS_URL": redis_server.url})
     assert result.exit_code == 1 and "--reuse-redis" in result.output
     assert real_redis.keys("sl:user:*") == []
+
+
+def test_the_embedded_redis_wants_its_password_and_keeps_its_data_private(tmp_path):
+    with RedisServer(tmp_path / "data", password="pw-only-we-know") as server:
+        assert redis.Redis.from_url(server.url).ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=server.port, socket_timeout=2).ping()
+        assert "pw-only-we-know" not in " ".join(server.process.args)  # not visible in ps
+        assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
