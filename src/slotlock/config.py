@@ -5,20 +5,27 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_SECRET_KEY_LENGTH = 32
 
 
 class Settings(BaseSettings):
     """Every knob of slotlock. ``Settings()`` reads the environment; tests pass overrides."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a bad setting is named in the error, its value (a password in
+    # REDIS_URL, a SECRET_KEY) never is.
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True,
+                                      hide_input_in_errors=True)
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
     port: int = Field(8000, validation_alias="PORT")
     secret_key: str | None = Field(None, validation_alias="SECRET_KEY")
-    env: str = Field("development", validation_alias="SLOTLOCK_ENV")
+    env: Literal["production", "development"] = Field("production", validation_alias="SLOTLOCK_ENV")
     lease_ttl_ms: int = Field(2000, validation_alias="SLOTLOCK_LEASE_TTL_MS", ge=100)
     reply_timeout_ms: int = Field(5000, validation_alias="SLOTLOCK_REPLY_TIMEOUT_MS", ge=0)
     worker_id: str | None = Field(None, validation_alias="SLOTLOCK_WORKER_ID")
@@ -36,6 +43,17 @@ class Settings(BaseSettings):
     # run on a Redis whose maxmemory-policy may evict keys (unsafe: see redis_conn)
     allow_eviction: bool = Field(False, validation_alias="SLOTLOCK_ALLOW_EVICTION")
     rate_limit: str = Field("600/minute", validation_alias="SLOTLOCK_RATE_LIMIT")
+    # -- sign-in and proxies (see README, Security) --------------------------------------------
+    # Unverified requests (no or a bad token, sign-in pages) per client address.
+    anonymous_rate_limit: str = Field("60/minute", validation_alias="SLOTLOCK_ANONYMOUS_RATE_LIMIT")
+    # Password guesses: per client address, and per user name (whatever the address).
+    signin_rate_limit: str = Field("10/minute", validation_alias="SLOTLOCK_SIGNIN_RATE_LIMIT")
+    signin_user_rate_limit: str = Field("20/hour", validation_alias="SLOTLOCK_SIGNIN_USER_RATE_LIMIT")
+    # argon2 hashes (64 MiB each) at once per web process; over it a sign-in gets a quick 503.
+    max_concurrent_hashes: int = Field(2, validation_alias="SLOTLOCK_MAX_CONCURRENT_HASHES", ge=1)
+    # How many proxies in front of the web process set X-Forwarded-For/-Proto/-Host (0: none,
+    # the headers are ignored and the peer address is the client).
+    trusted_proxies: int = Field(0, validation_alias="SLOTLOCK_TRUSTED_PROXIES", ge=0, le=5)
     max_body_bytes: int = Field(16_384, validation_alias="SLOTLOCK_MAX_BODY_BYTES", ge=256)
     # -- background jobs (slotlock jobs): audit, notifications, retention --------------------
     audit_interval_s: int = Field(300, validation_alias="SLOTLOCK_AUDIT_INTERVAL_S", ge=1)
@@ -71,9 +89,13 @@ class Settings(BaseSettings):
     def _defaults(self) -> Settings:
         if not self.worker_id:
             self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
+        if self.env == "production" and len(self.secret_key or "") < MIN_SECRET_KEY_LENGTH:
+            raise ValueError(
+                f"SECRET_KEY of at least {MIN_SECRET_KEY_LENGTH} characters is required when "
+                "SLOTLOCK_ENV=production (the default); make one with: python3 -c "
+                "'import secrets; print(secrets.token_urlsafe(32))', or set "
+                "SLOTLOCK_ENV=development on a machine of your own")
         if not self.secret_key:
-            if self.env == "production":
-                raise ValueError("SECRET_KEY is required when SLOTLOCK_ENV=production")
             self.secret_key = secrets.token_hex(32)
             self._secret_key_generated = True
         if ":" in self.worker_id:
@@ -109,3 +131,18 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides) -> Settings:
     return Settings(**overrides)
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password (and user) replaced by ``***``: fit for logs and output."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None and parts.username is None:
+            return url
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:  # unparsable (e.g. a bad port): show nothing of it
+        return "<unparsable URL>"

@@ -171,6 +171,7 @@ class Cluster:
             "SLOTLOCK_LEASE_TTL_MS": str(self.config.lease_ttl_ms),
             "SLOTLOCK_REPLY_TIMEOUT_MS": str(self.config.reply_timeout_ms),
             "SLOTLOCK_RATE_LIMIT": "1000000/minute",
+            "SLOTLOCK_ENV": "development",
             "SECRET_KEY": "chaos",
             "SLOTLOCK_LOG_LEVEL": "INFO",
             **self.config.extra_env,

@@ -144,5 +144,11 @@ def user_key(name: str) -> str:
 
 
 def token_key(token_id: str) -> str:
-    """Hash: the user an API token belongs to and the sha256 of the token's secret part."""
+    """Hash: the user an API token belongs to, the sha256 of the token's secret part,
+    created_at and (optional) expires_at; a token with an expiry also has the key's TTL."""
     return f"{PREFIX}:token:{token_id}"
+
+
+def user_tokens_key(name: str) -> str:
+    """Set: the ids of a user's API tokens (``slotlock token list``, removal of the user)."""
+    return f"{PREFIX}:user:{name}:tokens"

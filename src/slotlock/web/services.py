@@ -27,5 +27,6 @@ class Services:
     @property
     def users(self) -> Users:
         if self._users is None:
-            self._users = Users(self.client.redis)
+            self._users = Users(self.client.redis,
+                                max_hashes=self.settings.max_concurrent_hashes)
         return self._users

@@ -11,11 +11,9 @@ from __future__ import annotations
 from flask import Flask
 
 from ...config import Settings
+from ..auth import client_address_key, sign_in_user_key
 from . import security, views
 from .views import bp
-
-# Password guesses per client address (argon2 makes each one slow; this makes them few).
-SIGN_IN_LIMIT = "10/minute"
 
 
 def init_app(app: Flask, settings: Settings, *, exempt=()) -> None:
@@ -24,8 +22,14 @@ def init_app(app: Flask, settings: Settings, *, exempt=()) -> None:
     app.register_blueprint(bp)
     limiter = app.extensions.get("slotlock.limiter")
     if limiter is not None:
-        app.view_functions["ui.sign_in"] = limiter.limit(SIGN_IN_LIMIT, methods=["POST"])(
-            views.sign_in)
+        # Password guesses: per client address (every POST), and per user name typed (only
+        # the failed ones, so an owner who signs in is not slowed). The Authorization
+        # header plays no part here. argon2 makes each guess slow; these make them few.
+        view = limiter.limit(settings.signin_rate_limit, key_func=client_address_key,
+                             methods=["POST"])(views.sign_in)
+        view = limiter.limit(settings.signin_user_rate_limit, key_func=sign_in_user_key,
+                             methods=["POST"], deduct_when=lambda r: r.status_code == 401)(view)
+        app.view_functions["ui.sign_in"] = view
 
 
 __all__ = ["bp", "init_app"]

@@ -1,5 +1,6 @@
-"""Who is signed in: the user name lives in the signed session cookie; the user record
-(and so the admin flag) is read again on every request, so a removed user is out at once."""
+"""Who is signed in: the user name and the user's session epoch live in the signed session
+cookie; the user record (admin flag, epoch) is read again on every request, so a removed
+user, or one whose password changed, is out at once."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ def users():
 def load_user() -> User | None:
     name = session.get("user")
     user = users().get(name) if isinstance(name, str) else None
+    if user is not None and session.get("epoch") != user.session:
+        user = None  # signed in before a password change, or before a removal
     if user is None and name is not None:
         session.clear()
     g.ui_user = user
@@ -24,10 +27,12 @@ def load_user() -> User | None:
 
 
 def sign_in(name: str, password: str) -> User | None:
+    """The user, or None for a wrong name or password; HashCapacity when too busy."""
     user = users().check_password(name, password)
     if user is not None:
         session.clear()  # nothing from before sign-in survives it (CSRF token included)
         session["user"] = user.name
+        session["epoch"] = user.session
         session.permanent = True
     return user
 
