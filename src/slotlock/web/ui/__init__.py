@@ -13,6 +13,7 @@ from flask import Flask
 from ...config import Settings
 from ..auth import client_address_key, sign_in_user_key
 from . import security, views
+from .auth import ui_user_key
 from .views import bp
 
 
@@ -30,6 +31,11 @@ def init_app(app: Flask, settings: Settings, *, exempt=()) -> None:
         view = limiter.limit(settings.signin_user_rate_limit, key_func=sign_in_user_key,
                              methods=["POST"], deduct_when=lambda r: r.status_code == 401)(view)
         app.view_functions["ui.sign_in"] = view
+        # Bookings and cancels from the forms count per signed-in user, like API requests
+        # per token (SLOTLOCK_RATE_LIMIT): every command is stored, so none is unlimited.
+        for endpoint, func in (("ui.book", views.book), ("ui.cancel", views.cancel)):
+            app.view_functions[endpoint] = limiter.limit(
+                settings.rate_limit, key_func=ui_user_key, methods=["POST"])(func)
 
 
 __all__ = ["bp", "init_app"]

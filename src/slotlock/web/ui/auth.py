@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import current_app, g, session
+from flask import current_app, g, request, session
 
 from ...users import User
 
@@ -35,6 +35,15 @@ def sign_in(name: str, password: str) -> User | None:
         session["epoch"] = user.session
         session.permanent = True
     return user
+
+
+def ui_user_key() -> str:
+    """Rate-limit key of a UI form post: the signed-in user (the session cookie is signed,
+    so it cannot be made up), else the client address."""
+    name = session.get("user")
+    if isinstance(name, str) and name:
+        return f"ui-user:{name}"
+    return f"addr:{request.remote_addr or '-'}"
 
 
 def sign_out() -> None:
