@@ -3,7 +3,8 @@
 import pytest
 
 from slotlock.web import create_app
-from tests.ui.conftest import Browser, ui_settings  # noqa: F401  (fixture)
+from tests.ui.conftest import Browser
+from tests.ui.conftest import ui_settings as ui_settings  # noqa: F401  (the fixture)
 
 
 @pytest.fixture
