@@ -44,6 +44,8 @@ class Settings(BaseSettings):
                                       ge=1)
     outbox_sweep_s: int = Field(60, validation_alias="SLOTLOCK_OUTBOX_SWEEP_S", ge=1)
     notify_poll_ms: int = Field(500, validation_alias="SLOTLOCK_NOTIFY_POLL_MS", ge=10)
+    # Gone: each calendar has its own webhook secret (slotlock.webhooks). Refused if set, so
+    # that nobody believes it still signs anything.
     webhook_secret: str | None = Field(None, validation_alias="SLOTLOCK_WEBHOOK_SECRET")
     webhook_timeout_s: float = Field(5.0, validation_alias="SLOTLOCK_WEBHOOK_TIMEOUT_S", gt=0)
     notify_retry_intervals: str = Field("2,10,30,120,600",
@@ -75,6 +77,14 @@ class Settings(BaseSettings):
             raise ValueError("SLOTLOCK_WORKER_ID may not contain ':'")
         return self
 
+    @field_validator("webhook_secret")
+    @classmethod
+    def _no_global_webhook_secret(cls, value: str | None) -> None:
+        if value is not None:
+            raise ValueError("SLOTLOCK_WEBHOOK_SECRET is no longer used: each calendar has its "
+                             "own webhook secret (slotlock calendar put ID "
+                             "--rotate-webhook-secret); unset it")
+
     @field_validator("notify_retry_intervals")
     @classmethod
     def _intervals(cls, value: str) -> str:
@@ -86,11 +96,6 @@ class Settings(BaseSettings):
     @property
     def retry_intervals(self) -> list[int]:
         return [int(p) for p in self.notify_retry_intervals.split(",")]
-
-    @property
-    def signing_secret(self) -> str:
-        """Webhook HMAC key: SLOTLOCK_WEBHOOK_SECRET, else SECRET_KEY (set one in production)."""
-        return self.webhook_secret or self.secret_key
 
     @property
     def secret_key_generated(self) -> bool:
