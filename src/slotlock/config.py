@@ -21,6 +21,11 @@ class Settings(BaseSettings):
     env: str = Field("development", validation_alias="SLOTLOCK_ENV")
     lease_ttl_ms: int = Field(2000, validation_alias="SLOTLOCK_LEASE_TTL_MS", ge=100)
     reply_timeout_ms: int = Field(5000, validation_alias="SLOTLOCK_REPLY_TIMEOUT_MS", ge=0)
+    # Web threads (G8): requests waiting for their outcome at once, per web process; past it
+    # a request answers 202 at once. And how long a client may take to send a whole request.
+    max_reply_waits: int = Field(12, validation_alias="SLOTLOCK_MAX_REPLY_WAITS", ge=0)
+    request_read_timeout_s: float = Field(10.0, validation_alias="SLOTLOCK_REQUEST_READ_TIMEOUT_S",
+                                          gt=0, le=300)
     worker_id: str | None = Field(None, validation_alias="SLOTLOCK_WORKER_ID")
     default_timezone: str = Field("UTC", validation_alias="SLOTLOCK_DEFAULT_TIMEZONE")
     batch_size: int = Field(256, validation_alias="SLOTLOCK_BATCH_SIZE", ge=1, le=5000)
