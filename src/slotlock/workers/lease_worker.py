@@ -457,6 +457,11 @@ class LeaseWorker:
         raw = os.environ.get(FAILPOINT_ENV)
         if not raw:
             return None
+        if not (os.environ.get("PYTEST_CURRENT_TEST")
+                or os.environ.get("SLOTLOCK_ENV") == "development"):
+            log.error("%s=%s ignored: failpoints act only under pytest or with "
+                      "SLOTLOCK_ENV=development", FAILPOINT_ENV, raw)
+            return None
         name, _, nth = raw.partition(":")
         if name not in FAILPOINTS:
             raise ValueError(f"unknown failpoint {raw!r}")
