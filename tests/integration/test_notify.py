@@ -145,7 +145,7 @@ def rq_ctx():
 
 
 def run_queued(ctx):
-    SimpleWorker([jobs.queue(ctx)], connection=ctx.rq).work(burst=True)
+    jobs.make_worker(ctx, SimpleWorker).work(burst=True)
 
 
 def test_publish_jobs_run_on_rq_once_per_outbox_head(rq_ctx):
