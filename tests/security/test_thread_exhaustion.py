@@ -24,7 +24,7 @@ from tests.e2e.http_stack import HttpStack
 pytestmark = pytest.mark.e2e
 
 THREADS = 2 * 16  # the Procfile's --workers x --threads
-SLOW = 3 * THREADS
+SLOW = 5 * THREADS
 READ_TIMEOUT_S = 4
 BOOKINGS = "/api/v1/calendars/main/bookings"
 
@@ -171,3 +171,19 @@ def test_a_flood_of_reply_waits_leaves_readyz_served_and_answers_202_early(stack
                 break
             time.sleep(0.1)
         assert answer.json()["bookings"]
+
+
+@pytest.mark.parametrize("data, complete", [
+    (b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n", True),
+    (b"GET /readyz HTTP/1.1\r\nHost: x\r\n", False),
+    (b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcd", False),
+    (b"POST / HTTP/1.1\r\ncontent-length : 5\r\n\r\nabcde", True),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", True),  # the thread reads it
+    (b"POST / HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", True),
+    (b"POST / HTTP/1.1\r\nContent-Length: 999999\r\n\r\n", True),  # too big: the app's 413
+    (b"GET /" + b"a" * 70_000, True),  # an oversized head: gunicorn's 400
+])
+def test_a_request_goes_to_a_thread_only_once_complete(data, complete):
+    from slotlock.web.gworker import request_complete
+
+    assert request_complete(data) is complete

@@ -13,8 +13,9 @@ connection to a thread only once the request is complete:
                       │ deadline passed: close (408)  └─ thread: parse from the buffer, run app
 
 - complete = the head (up to its blank line) and a ``Content-Length`` body; a chunked
-  body or a body larger than ``BUFFER_LIMIT`` is handed over after its head and read by
-  the thread with a per-read socket timeout;
+  body, a body larger than ``BUFFER_LIMIT`` or one the client sends only after a
+  ``100 Continue`` is handed over after its head and read by the thread with a per-read
+  socket timeout;
 - every connection must deliver a whole request within ``SLOTLOCK_REQUEST_READ_TIMEOUT_S``
   of its first poll (accept, or the previous answer on a kept-alive connection), or it is
   closed; a thread's reads and writes time out after the same time;
@@ -40,6 +41,8 @@ HEAD_END = b"\r\n\r\n"
 CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\r\n",
                             re.IGNORECASE)
 CHUNKED = re.compile(rb"\r\ntransfer-encoding[ \t]*:[^\r\n]*chunked", re.IGNORECASE)
+# a client that asked "Expect: 100-continue" waits for the thread's 100 before its body
+EXPECT = re.compile(rb"\r\nexpect[ \t]*:[ \t]*100-continue", re.IGNORECASE)
 TIMEOUT_ANSWER = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
                   b"Content-Length: 0\r\n\r\n")
 
@@ -68,7 +71,7 @@ def request_complete(buffer: bytes | bytearray) -> bool:
     if end < 0:
         return len(buffer) >= BUFFER_LIMIT  # let the parser refuse an oversized head
     head = bytes(buffer[:end + 2])
-    if CHUNKED.search(head):
+    if CHUNKED.search(head) or EXPECT.search(head):
         return True
     match = CONTENT_LENGTH.search(head)
     length = int(match.group(1)) if match else 0
