@@ -11,7 +11,8 @@ urllib3 (not ``urllib.request``) because it lets us own the connection step:
 - no proxies from the environment;
 - one deadline for the whole delivery (connect, TLS, send, the answer's status line and
   headers): a watchdog shuts the socket down when it passes, however slowly a receiver
-  drips its answer.
+  drips its answer. Name resolution before it is the system resolver's, with its own
+  timeouts.
 """
 
 from __future__ import annotations
@@ -98,7 +99,10 @@ class _Guarded:
         error: OSError | None = None
         for info in infos:
             try:
-                sock = connect(info[4][:2], self.timeout, self.socket_options)
+                timeout = max(0.001, self.watchdog.deadline - time.monotonic())
+                if isinstance(self.timeout, int | float):
+                    timeout = min(timeout, self.timeout)
+                sock = connect(info[4][:2], timeout, self.socket_options)
                 break
             except OSError as exc:
                 error = exc
