@@ -174,3 +174,26 @@ def test_the_day_fits_a_phone_and_a_desktop_with_no_blocked_resources(chromium, 
             assert any(url.endswith("/static/style.css") for url in loaded), loaded
         finally:
             context.close()
+
+
+def test_the_resource_watch_sees_blocked_and_erroring_loads(chromium, stack, room):
+    """The watch above is not blind: a load the CSP refuses and a 404 are both reported."""
+    base = stack["url"]
+    context = chromium.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    try:
+        sign_in(page, base, "alice")
+        page.goto(base + ROOM_URL, wait_until="networkidle")
+        problems = watch_for_bad_resources(page)
+        page.evaluate("""() => {
+            for (const src of ['http://127.0.0.1:9/elsewhere.png', '/static/missing.png']) {
+                const img = document.createElement('img'); img.src = src;
+                document.body.appendChild(img);
+            }
+        }""")
+        page.wait_for_load_state("networkidle")
+        page.wait_for_timeout(300)
+        assert any("127.0.0.1:9/elsewhere.png" in p for p in problems), problems
+        assert any(p.startswith("HTTP 404") and "missing.png" in p for p in problems), problems
+    finally:
+        context.close()
