@@ -77,7 +77,7 @@ def test_a_calendar_without_a_secret_gets_nothing_delivered_and_loses_nothing(fa
 def test_the_old_global_webhook_secret_setting_is_refused(monkeypatch):
     monkeypatch.setenv("SLOTLOCK_WEBHOOK_SECRET", "shared-by-every-receiver")
     with pytest.raises(ValueError, match="SLOTLOCK_WEBHOOK_SECRET is no longer used"):
-        make_settings()
+        make_settings(**DEV)
 
 
 @pytest.fixture
