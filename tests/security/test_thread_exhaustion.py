@@ -136,6 +136,20 @@ def test_more_slow_clients_than_threads_leave_readyz_and_bookings_served(stack):
     assert [b["title"] for b in bookings] == ["at 9"]
 
 
+def test_a_kept_alive_connection_serves_request_after_request(stack):
+    token = stack.token("keeper")
+    # one connection, kept alive between requests (requests does not retry a broken one)
+    session = requests.Session()
+    for i in range(3):
+        assert session.get(stack.url + "/readyz", timeout=10).status_code == 200
+        booked = session.post(stack.url + BOOKINGS, json=slot(12 + i), timeout=10,
+                              headers={"Authorization": f"Bearer {token}"})
+        assert booked.status_code == 201, booked.text
+    pools = session.get_adapter(stack.url).poolmanager.pools
+    opened = sum(pools[key].num_connections for key in pools.keys())
+    assert opened == 1  # every request went over the one kept-alive connection
+
+
 def test_a_flood_of_reply_waits_leaves_readyz_served_and_answers_202_early(stack):
     tokens = [stack.token(f"waiter{i}") for i in range(2 * THREADS)]
     for process in stack.workers:  # nobody decides: every booking would wait 5 s
