@@ -19,8 +19,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e import http_stack  # noqa: E402
-from tests.security.test_thread_exhaustion import BOOKINGS, Drip  # noqa: E402
+from tests.e2e import http_stack
+from tests.security.test_thread_exhaustion import BOOKINGS, Drip
 
 BASE = "gunicorn 'slotlock.web:create_app()' --bind 0.0.0.0:${PORT:-8000} --workers 2 "
 LINES = {

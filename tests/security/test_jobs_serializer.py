@@ -49,5 +49,5 @@ def test_every_job_slotlock_enqueues_is_stored_as_json(ctx):
     assert len(ids) == 1 + len(jobs.PERIODIC)
     for job_id in ids:
         data = ctx.rq.hget(Job.key_for(job_id), "data")
-        func, _instance, args, kwargs = json.loads(zlib.decompress(data))
+        func, _instance, _args, _kwargs = json.loads(zlib.decompress(data))
         assert func.startswith("slotlock.workers.jobs.")

@@ -17,8 +17,6 @@ import time
 import fakeredis
 import pytest
 from click.testing import CliRunner
-from tests.conftest import make_settings
-from tests.jobs_support import Receiver, history, put_calendar
 
 from slotlock.catalog import Catalog
 from slotlock.cli import main
@@ -26,6 +24,8 @@ from slotlock.days.keys import DayKeys, calendar_key, delivered_key, webhook_sec
 from slotlock.webhooks import Policy, WebhookRefused, check_url, redact, rotate_secret, secret_of
 from slotlock.workers import delivery
 from slotlock.workers.notify import SIGNATURE_HEADER, DeliveryFailed, Publisher, verify
+from tests.conftest import make_settings
+from tests.jobs_support import Receiver, history, put_calendar
 
 PART = "main:2024-01-10"
 KEYS = DayKeys(PART)
