@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -192,8 +193,13 @@ def test_a_flood_of_reply_waits_leaves_readyz_served_and_answers_202_early(stack
     (b"GET /readyz HTTP/1.1\r\nHost: x\r\n", False),
     (b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcd", False),
     (b"POST / HTTP/1.1\r\ncontent-length : 5\r\n\r\nabcde", True),
-    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", True),  # the thread reads it
-    (b"POST / HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", True),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", False),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", False),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n0\r\n\r\r\n0\r\n", False),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", True),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: 1\r\n\r\n", True),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", True),  # 400
+    (b"POST / HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", False),
     (b"POST / HTTP/1.1\r\nContent-Length: 999999\r\n\r\n", True),  # too big: the app's 413
     (b"GET /" + b"a" * 70_000, True),  # an oversized head: gunicorn's 400
 ])
@@ -201,3 +207,38 @@ def test_a_request_goes_to_a_thread_only_once_complete(data, complete):
     from slotlock.web.gworker import request_complete
 
     assert request_complete(data) is complete
+
+
+def raw_exchange(stack, parts: list[bytes], pause: float = 0.3) -> bytes:
+    """Send a request in pieces over one socket; return everything answered until close."""
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as sock:
+        for part in parts:
+            sock.sendall(part)
+            time.sleep(pause)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_chunked_and_expect_100_continue_bookings_are_buffered_and_served(stack):
+    token = stack.token("chunky")
+    body = json.dumps(slot(16)).encode()
+    head = (f"POST {BOOKINGS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\nConnection: close\r\n").encode()
+    chunked = raw_exchange(stack, [
+        head + b"Transfer-Encoding: chunked\r\n\r\n",
+        b"%x\r\n%s\r\n" % (10, body[:10]),
+        b"%x\r\n%s\r\n" % (len(body) - 10, body[10:]),
+        b"0\r\n\r\n"])
+    assert chunked.startswith(b"HTTP/1.1 201"), chunked[:200]
+    body = json.dumps(slot(17)).encode()
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as sock:
+        sock.sendall(head + b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        assert sock.recv(4096).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(body)
+        answer = b""
+        while b"HTTP/1.1 201" not in answer and (chunk := sock.recv(65536)):
+            answer += chunk
+    assert b"HTTP/1.1 201" in answer, answer[:300]

@@ -12,10 +12,10 @@ connection to a thread only once the request is complete:
                       │                     │ yes
                       │ deadline passed: close (408)  └─ thread: parse from the buffer, run app
 
-- complete = the head (up to its blank line) and a ``Content-Length`` body; a chunked
-  body, a body larger than ``BUFFER_LIMIT`` or one the client sends only after a
-  ``100 Continue`` is handed over after its head and read by the thread with a per-read
-  socket timeout;
+- complete = the head (up to its blank line) and its whole body, by ``Content-Length``
+  or chunk by chunk (a client that asks ``Expect: 100-continue`` gets its 100 from the
+  main thread); only a request larger than ``BUFFER_LIMIT`` (far over
+  ``SLOTLOCK_MAX_BODY_BYTES``: a 413 or a 400) goes to a thread before it is complete;
 - every connection must deliver a whole request within ``SLOTLOCK_REQUEST_READ_TIMEOUT_S``
   of its first poll (accept, or the previous answer on a kept-alive connection), or it is
   closed; a thread's reads and writes time out after the same time;
@@ -65,17 +65,46 @@ class ReplaySocket:
         return getattr(self.raw, name)
 
 
+def head_of(buffer: bytes | bytearray) -> bytes | None:
+    end = buffer.find(HEAD_END)
+    return None if end < 0 else bytes(buffer[:end + 2])
+
+
+def chunked_body_complete(body: bytes) -> bool:
+    """True once ``body`` holds every chunk, the last (empty) one and the trailer's end."""
+    pos = 0
+    while True:
+        line_end = body.find(b"\r\n", pos)
+        if line_end < 0:
+            return False
+        size_text = body[pos:line_end].split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16) if 0 < len(size_text) <= 16 else -1
+        except ValueError:
+            size = -1
+        if size < 0:
+            return True  # malformed: gunicorn's parser answers 400
+        if size == 0:
+            rest = body[line_end + 2:]
+            return rest.startswith(b"\r\n") or b"\r\n\r\n" in rest
+        pos = line_end + 2 + size + 2
+        if pos > len(body):
+            return False
+
+
 def request_complete(buffer: bytes | bytearray) -> bool:
     """True once a thread can parse the request without waiting on the client."""
-    end = buffer.find(HEAD_END)
-    if end < 0:
+    head = head_of(buffer)
+    if head is None:
         return len(buffer) >= BUFFER_LIMIT  # let the parser refuse an oversized head
-    head = bytes(buffer[:end + 2])
-    if CHUNKED.search(head) or EXPECT.search(head):
-        return True
+    body = bytes(buffer[len(head) + 2:])
+    if len(buffer) >= BUFFER_LIMIT:
+        return True  # more than any body slotlock takes: the app answers 413
+    if CHUNKED.search(head):
+        return chunked_body_complete(body)
     match = CONTENT_LENGTH.search(head)
     length = int(match.group(1)) if match else 0
-    return length > BUFFER_LIMIT or len(buffer) - (end + 4) >= length
+    return length > BUFFER_LIMIT or len(body) >= length
 
 
 class BufferedConn(TConn):
@@ -83,6 +112,7 @@ class BufferedConn(TConn):
         super().__init__(cfg, ReplaySocket(sock), client, server)
         self.read_timeout = read_timeout
         self.deadline = time.monotonic() + read_timeout
+        self.continued = False  # a 100 Continue was sent for the request being read
 
     def init(self) -> None:
         super().init()
@@ -135,11 +165,28 @@ class BufferedThreadWorker(ThreadWorker):
             return
         conn.sock.pending += data
         if data and not request_complete(conn.sock.pending):
+            self._continue_if_asked(conn)
             return  # stay in the poller: no thread waits for the rest
+        conn.continued = False
         with self._lock:
             self._reading.discard(conn)
             self.poller.unregister(client)
         self.enqueue_req(conn)
+
+    @staticmethod
+    def _continue_if_asked(conn: BufferedConn) -> None:
+        """A client that sent ``Expect: 100-continue`` waits for a 100 before its body: give
+        it here, so the body is buffered like any other (gunicorn's thread sends a second
+        100 later, which HTTP/1.1 clients ignore)."""
+        if conn.continued:
+            return
+        head = head_of(conn.sock.pending)
+        if head is not None and EXPECT.search(head):
+            conn.continued = True
+            try:
+                conn.sock.raw.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+            except OSError:
+                pass
 
     def murder_keepalived(self) -> None:
         super().murder_keepalived()
