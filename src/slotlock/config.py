@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     env: Literal["production", "development"] = Field("production", validation_alias="SLOTLOCK_ENV")
     lease_ttl_ms: int = Field(2000, validation_alias="SLOTLOCK_LEASE_TTL_MS", ge=100)
     reply_timeout_ms: int = Field(5000, validation_alias="SLOTLOCK_REPLY_TIMEOUT_MS", ge=0)
+    # Web threads (G8): requests waiting for their outcome at once, per web process; past it
+    # a request answers 202 at once. And how long a client may take to send a whole request.
+    max_reply_waits: int = Field(12, validation_alias="SLOTLOCK_MAX_REPLY_WAITS", ge=0)
+    request_read_timeout_s: float = Field(10.0, validation_alias="SLOTLOCK_REQUEST_READ_TIMEOUT_S",
+                                          gt=0, le=300)
     worker_id: str | None = Field(None, validation_alias="SLOTLOCK_WORKER_ID")
     default_timezone: str = Field("UTC", validation_alias="SLOTLOCK_DEFAULT_TIMEZONE")
     batch_size: int = Field(256, validation_alias="SLOTLOCK_BATCH_SIZE", ge=1, le=5000)
@@ -67,6 +72,8 @@ class Settings(BaseSettings):
     compact_after: int = Field(5000, validation_alias="SLOTLOCK_COMPACT_AFTER", ge=10)
     outbox_sweep_s: int = Field(60, validation_alias="SLOTLOCK_OUTBOX_SWEEP_S", ge=1)
     notify_poll_ms: int = Field(500, validation_alias="SLOTLOCK_NOTIFY_POLL_MS", ge=10)
+    # Gone: each calendar has its own webhook secret (slotlock.webhooks). Refused if set, so
+    # that nobody believes it still signs anything.
     webhook_secret: str | None = Field(None, validation_alias="SLOTLOCK_WEBHOOK_SECRET")
     webhook_timeout_s: float = Field(5.0, validation_alias="SLOTLOCK_WEBHOOK_TIMEOUT_S", gt=0)
     notify_retry_intervals: str = Field("2,10,30,120,600",
@@ -102,6 +109,14 @@ class Settings(BaseSettings):
             raise ValueError("SLOTLOCK_WORKER_ID may not contain ':'")
         return self
 
+    @field_validator("webhook_secret")
+    @classmethod
+    def _no_global_webhook_secret(cls, value: str | None) -> None:
+        if value is not None:
+            raise ValueError("SLOTLOCK_WEBHOOK_SECRET is no longer used: each calendar has its "
+                             "own webhook secret (slotlock calendar put ID "
+                             "--rotate-webhook-secret); unset it")
+
     @field_validator("notify_retry_intervals")
     @classmethod
     def _intervals(cls, value: str) -> str:
@@ -113,11 +128,6 @@ class Settings(BaseSettings):
     @property
     def retry_intervals(self) -> list[int]:
         return [int(p) for p in self.notify_retry_intervals.split(",")]
-
-    @property
-    def signing_secret(self) -> str:
-        """Webhook HMAC key: SLOTLOCK_WEBHOOK_SECRET, else SECRET_KEY (set one in production)."""
-        return self.webhook_secret or self.secret_key
 
     @property
     def secret_key_generated(self) -> bool:

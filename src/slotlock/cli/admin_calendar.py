@@ -7,6 +7,7 @@ from datetime import time as dtime
 
 import click
 
+from .. import webhooks
 from ..catalog import Catalog
 from ..errors import ZoneLocked
 from ..model import Calendar, Rules
@@ -42,9 +43,13 @@ def _hhmm(value: str | None):
 @click.option("--quota", type=int, help="Bookings per owner per day (0: no limit).")
 @click.option("--horizon-days", type=int,
               help="Bookings start at most this many days after today (default 365; 0: no limit).")
-@click.option("--webhook-url", help="URL that receives booking events ('' to remove).")
+@click.option("--webhook-url", help="https URL that receives booking events ('' to remove); "
+              "a new URL gets a new signing secret, printed once.")
+@click.option("--rotate-webhook-secret", is_flag=True,
+              help="Replace the webhook signing secret (printed once; the old one stops now).")
 def calendar_put(calendar_id, name, timezone, granularity, min_length, max_length, open_from,
-                 open_until, buffer, quota, horizon_days, webhook_url) -> None:
+                 open_until, buffer, quota, horizon_days, webhook_url,
+                 rotate_webhook_secret) -> None:
     """Create or change calendar CALENDAR_ID; options not given keep their current value."""
     settings = settings_or_exit()
     catalog = Catalog(redis_or_exit(settings))
@@ -75,12 +80,17 @@ def calendar_put(calendar_id, name, timezone, granularity, min_length, max_lengt
             webhook_url=(webhook_url or None) if webhook_url is not None else
             (current.webhook_url if current else None),
         )
+        webhooks.check_put(current, new, rotate_webhook_secret, settings.env)
     except (ValueError, TypeError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
         stored, changed = catalog.put(new)
+        secret = webhooks.after_put(catalog.client, current, stored, rotate=rotate_webhook_secret)
     except ZoneLocked as exc:
         raise click.ClickException(str(exc)) from exc
     verb = "unchanged" if not changed else ("created" if current is None else "changed")
     click.echo(f"calendar {stored.id} {verb} (revision {stored.revision})")
-    click.echo(json.dumps(stored.to_dict(), indent=2))
+    click.echo(json.dumps({**stored.to_dict(), "webhook_url": webhooks.redact(stored.webhook_url)
+                           if stored.webhook_url else None}, indent=2))
+    if secret:
+        click.echo(f"webhook secret (shown only now; verify X-Slotlock-Signature with it):\n{secret}")

@@ -69,6 +69,11 @@ def calendar_revisions_key(calendar_id: str) -> str:
     return f"{PREFIX}:cal:{calendar_id}:revisions"
 
 
+def webhook_secret_key(calendar_id: str) -> str:
+    """The calendar's webhook signing secret: beside the calendar, never inside its JSON."""
+    return f"{PREFIX}:cal:{calendar_id}:webhook-secret"
+
+
 def idempotency_key(actor: str, key: str) -> str:
     return f"{PREFIX}:idem:{actor}:{key}"
 

@@ -61,7 +61,15 @@ class Failpoints:
 
     @classmethod
     def from_env(cls) -> Failpoints:
-        return cls(os.environ.get(FAILPOINT_ENV))
+        """The failpoint named in the environment, honoured only under pytest or with
+        ``SLOTLOCK_ENV=development`` (a stray variable cannot stop a production worker)."""
+        raw = os.environ.get(FAILPOINT_ENV)
+        if raw and not (os.environ.get("PYTEST_CURRENT_TEST")
+                        or os.environ.get("SLOTLOCK_ENV") == "development"):
+            log.error("%s=%s ignored: failpoints act only under pytest or with "
+                      "SLOTLOCK_ENV=development", FAILPOINT_ENV, raw)
+            return cls(None)
+        return cls(raw)
 
     @property
     def armed_by_signal(self) -> bool:

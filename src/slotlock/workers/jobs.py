@@ -32,7 +32,8 @@ from datetime import UTC, date, datetime, timedelta
 import redis
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
-from rq.worker import HerokuWorker
+from rq.serializers import JSONSerializer
+from rq.worker import HerokuWorker, Worker
 
 from ..catalog import Catalog
 from ..config import Settings
@@ -44,6 +45,9 @@ from . import audit, notify, retention
 log = logging.getLogger("slotlock.jobs")
 
 QUEUE = "slotlock"
+# Jobs are stored as JSON, never pickle: whoever can write to Redis must not be able to
+# make a jobs process run code. Every job argument and result is a str, list or dict.
+SERIALIZER = JSONSerializer
 
 
 # -- the process's connections (rebuilt after a fork: the work horse gets its own) ------------
@@ -88,7 +92,11 @@ def context() -> Context:
 
 def queue(ctx: Context | None = None) -> Queue:
     ctx = ctx or context()
-    return Queue(QUEUE, connection=ctx.rq)
+    return Queue(QUEUE, connection=ctx.rq, serializer=SERIALIZER)
+
+
+def make_worker(ctx: Context, worker_class: type[Worker] = HerokuWorker, **kwargs) -> Worker:
+    return worker_class([queue(ctx)], connection=ctx.rq, serializer=SERIALIZER, **kwargs)
 
 
 # -- the jobs (module-level functions: rq enqueues them by name) ------------------------------
@@ -255,8 +263,7 @@ def run(settings: Settings, *, burst: bool = False) -> int:
     ticker = Ticker(Context(settings, connect(settings.redis_url,
                                               timeout_ms=settings.redis_timeout_ms),
                             rq_connection(settings), os.getpid()))
-    worker = HerokuWorker([queue(ctx)], connection=ctx.rq,
-                          name=f"slotlock-jobs-{settings.worker_id}")
+    worker = make_worker(ctx, name=f"slotlock-jobs-{settings.worker_id}")
     ticker.start()
     try:
         worker.work(with_scheduler=True, burst=burst,

@@ -4,7 +4,6 @@ import pytest
 
 from slotlock.web import create_app
 from tests.ui.conftest import Browser
-from tests.ui.conftest import ui_settings as ui_settings  # noqa: F401  (the fixture)
 
 
 @pytest.fixture
