@@ -10,6 +10,7 @@ from .days.keys import CALENDARS, calendar_key, calendar_revisions_key
 from .days.scripts import Scripts
 from .errors import UnknownCalendar, ZoneLocked
 from .model import Calendar
+from .model.calendar import CALENDAR_ID
 
 DEFAULT_CALENDAR_ID = "main"
 
@@ -34,6 +35,8 @@ class Catalog:
         pipe.get(calendar_key(calendar_id))
 
     def find(self, calendar_id: str) -> Calendar | None:
+        if not isinstance(calendar_id, str) or not CALENDAR_ID.match(calendar_id):
+            return None  # no key is built from an id that cannot be a calendar's
         raw = self.client.get(calendar_key(calendar_id))
         return Calendar.from_dict(json.loads(raw)) if raw else None
 

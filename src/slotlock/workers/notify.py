@@ -33,11 +33,10 @@ import redis
 from ..catalog import Catalog
 from ..config import Settings
 from ..days.keys import (
+    DAYS,
     OUTBOX_DAYS,
     DayKeys,
-    day_key_pattern,
     delivered_key,
-    partition_of,
     publish_lock_key,
     split_partition,
 )
@@ -203,15 +202,30 @@ def days_with_events(client: redis.Redis) -> list[tuple[str, float]]:
     return client.zrange(OUTBOX_DAYS, 0, 9_999, withscores=True)
 
 
-def sweep_outboxes(client: redis.Redis) -> int:
-    """Index every non-empty outbox: the safety net for a hint lost in a crash."""
+def sweep_outboxes(client: redis.Redis, chunk: int = 1000) -> int:
+    """Index every non-empty outbox: the safety net for a hint lost in a crash.
+
+    Walks ``sl:days`` (written by submitters before a day's first command, so it holds
+    every day that can have events) with one pipelined ``LLEN`` per day, ``chunk`` days a
+    round trip: no keyspace SCAN.
+    """
     found = 0
-    for key in client.scan_iter(match=day_key_pattern("outbox"), count=1000, _type="list"):
-        if client.llen(key):
-            part = partition_of(key, "outbox")
-            client.zincrby(OUTBOX_DAYS, 1, part)
-            found += 1
-    return found
+    start = 0
+    while True:
+        parts = client.zrange(DAYS, start, start + chunk - 1)
+        if not parts:
+            return found
+        pipe = client.pipeline(transaction=False)
+        for part in parts:
+            pipe.llen(DayKeys(part).outbox)
+        waiting = [p for p, n in zip(parts, pipe.execute()) if int(n)]
+        if waiting:
+            pipe = client.pipeline(transaction=False)
+            for part in waiting:
+                pipe.zincrby(OUTBOX_DAYS, 1, part)
+            pipe.execute()
+            found += len(waiting)
+        start += chunk
 
 
 def outbox_head(client: redis.Redis, part: str) -> str | None:
