@@ -117,3 +117,30 @@ def test_the_memoised_bookings_json_equals_a_full_serialisation():
     victim = d.bookings[3]
     d = evolve(d, decide(d, Cancel("c-x", victim.owner, "main", d.date, victim.id), NOW).event)
     assert Batch(d, "0-0").bookings_json(memo) == Batch(d, "0-0").bookings_json()
+
+
+def test_an_unreadable_entry_is_answered_under_its_own_command_id():
+    from slotlock.workers.applier import apply_entries
+
+    from .factories import day
+
+    raw = '{"kind": "book", "command_id": "main.20261201.0123456789abcdef", broken'
+    batch = apply_entries(day(), "0-0", [("1700000000000-0", raw)], "main:2026-12-01", False)
+    assert [cid for cid, _ in batch.outcomes] == ["main.20261201.0123456789abcdef"]
+
+
+def test_a_title_orjson_refuses_is_still_written():
+    """A lone surrogate stored before titles were checked must not stop its day."""
+    import json
+
+    from slotlock.model.booking import Booking
+    from slotlock.model.outcomes import BookingMade
+    from slotlock.workers.applier import Batch, JsonMemo
+
+    from .factories import day
+
+    d = day()
+    odd = Booking("20261201.aa", "main", d.bounds[0], d.bounds[0] + timedelta(minutes=15),
+                  "bad \udc80", "alice", NOW)
+    d = evolve(d, BookingMade(odd))
+    assert json.loads(Batch(d, "0-0").bookings_json(JsonMemo()))[0]["id"] == "20261201.aa"

@@ -60,8 +60,10 @@ class WorkIndex:
 
     def note_commit(self, part: str, at_ms: int, had_events: bool) -> None:
         """After a commit: the day changed (audit of recent days, compaction) and, with
-        webhook events, its outbox has something to publish."""
+        webhook events, its outbox has something to publish. The day is (again) put into
+        ``sl:days``: a submitter of an older version, during a rolling deploy, did not."""
         pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(DAYS, {part: split_partition(part)[1].toordinal()}, nx=True)
         pipe.zadd(CHANGED, {part: at_ms})
         if had_events:
             pipe.zincrby(OUTBOX_DAYS, 1, part)

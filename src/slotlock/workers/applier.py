@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +21,12 @@ log = logging.getLogger("slotlock.worker")
 
 def dumps(value: Any) -> str:
     """Compact JSON (orjson: UTF-8, no spaces; what ``json.dumps(separators=(",", ":"),
-    ensure_ascii=False)`` writes)."""
-    return orjson.dumps(value).decode()
+    ensure_ascii=False)`` writes). Text orjson refuses (a lone surrogate, stored before it
+    was refused at the door) is written by the standard library instead, escaped."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"))
 
 
 def stream_time(stream_id: str):
@@ -83,42 +89,72 @@ def event_record(part: str, stream_id: str, outcome: Accepted, tz) -> dict[str, 
     }
 
 
+def _command_id_of(raw: str) -> str | None:
+    """Best effort: the command id of an entry that cannot be read, so its client is told."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, TypeError):
+        match = re.search(r'"command_id"\s*:\s*"([^"\\]{1,200})"', raw or "")
+        return match.group(1) if match else None
+    value = data.get("command_id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _decide_entry(batch: Batch, stream_id: str, raw: str, part: str, with_events: bool,
+                  tz, revision) -> None:
+    now = stream_time(stream_id)
+    try:
+        data = orjson.loads(raw)
+        command = command_from_dict(data)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        outcome = Rejected(_command_id_of(raw) or f"unreadable-{stream_id}", "invalid",
+                           f"unreadable command: {exc}")
+        kind = None
+    else:
+        kind = command.kind
+        outcome = decide(batch.day, command, now)
+    day, event = batch.day, None
+    if isinstance(outcome, Accepted):
+        day = evolve(batch.day, outcome.event)
+        if with_events:
+            event = dumps(event_record(part, stream_id, outcome, tz))
+    record = outcome.to_dict(tz)
+    record["kind"] = kind
+    record["stream_id"] = stream_id
+    record["rules_revision"] = revision
+    batch.outcomes.append((outcome.command_id, dumps(record)))
+    batch.day = day
+    if isinstance(outcome, Accepted):
+        batch.accepted += 1
+        if event is not None:
+            batch.events.append(event)
+
+
 def apply_entries(day: Day, cursor: str, entries: list[tuple[str, str]], part: str,
                   with_events: bool) -> Batch:
-    """Decide ``entries`` in stream order, each against the day as the ones before left it."""
+    """Decide ``entries`` in stream order, each against the day as the ones before left it.
+
+    An entry whose step raises anywhere (deciding, evolving, serialising) is rejected as
+    ``internal`` and the day goes on with the next one, as the entry had never been.
+    """
     batch = Batch(day, cursor)
     tz = day.calendar.tz
     revision = day.calendar.revision
     for stream_id, raw in entries:
-        now = stream_time(stream_id)
-        data = None
+        outcomes, events, before = len(batch.outcomes), len(batch.events), batch.day
         try:
-            data = orjson.loads(raw)
-            command = command_from_dict(data)
-        except (ValueError, KeyError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
-            command_id = data.get("command_id") if isinstance(data, dict) else None
-            outcome = Rejected(command_id or f"unreadable-{stream_id}", "invalid",
-                               f"unreadable command: {exc}")
-            kind = None
-        else:
-            kind = command.kind
-            try:
-                outcome = decide(batch.day, command, now)
-            except Exception as exc:  # noqa: BLE001 - one bad entry must not stop its day
-                log.error("entry %s of %s (command %s) cannot be decided: %s: %s; rejected as "
-                          "internal", stream_id, part, command.command_id, type(exc).__name__, exc)
-                outcome = Rejected(command.command_id, "internal",
-                                   "this command could not be decided; it was not applied",
-                                   {"stream_id": stream_id})
-        if isinstance(outcome, Accepted):
-            batch.day = evolve(batch.day, outcome.event)
-            batch.accepted += 1
-            if with_events:
-                batch.events.append(dumps(event_record(part, stream_id, outcome, tz)))
-        record = outcome.to_dict(tz)
-        record["kind"] = kind
-        record["stream_id"] = stream_id
-        record["rules_revision"] = revision
-        batch.outcomes.append((outcome.command_id, dumps(record)))
+            _decide_entry(batch, stream_id, raw, part, with_events, tz, revision)
+        except Exception as exc:  # noqa: BLE001 - one bad entry must not stop its day
+            del batch.outcomes[outcomes:], batch.events[events:]
+            batch.day = before
+            command_id = _command_id_of(raw) or f"unreadable-{stream_id}"
+            log.error("entry %s of %s (command %s) cannot be decided: %s: %s; rejected as "
+                      "internal", stream_id, part, command_id, type(exc).__name__, exc)
+            outcome = Rejected(command_id, "internal",
+                               "this command could not be decided; it was not applied",
+                               {"stream_id": stream_id})
+            record = outcome.to_dict()
+            record.update(kind=None, stream_id=stream_id, rules_revision=revision)
+            batch.outcomes.append((command_id, dumps(record)))
         batch.cursor = stream_id
     return batch

@@ -7,9 +7,11 @@
 -- KEYS[1]  sl:{P}:snapshot  hash; field "cursor"
 -- KEYS[2]  sl:{P}:done    hash command id -> outcome json ("" while pending)
 -- KEYS[3]  sl:{P}:idem    hash idempotency key -> "<command id> <fingerprint>"
--- ARGV[1]  cutoff: unix ms; commands whose stream id is older than this may go
+-- ARGV[1]  age in ms (the idempotency TTL plus a margin): commands appended longer ago than
+--          this, by the Redis server's own clock (the clock of stream ids and TTLs), may go
 -- returns  {pruned outcomes, pruned idempotency records}
-local cutoff = tonumber(ARGV[1])
+local now = redis.call("TIME")
+local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[1])
 local cursor = redis.call("HGET", KEYS[1], "cursor")
 if not cursor then
   return {0, 0}

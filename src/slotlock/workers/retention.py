@@ -87,9 +87,12 @@ def retain_day(client: redis.Redis, part: str, *, idempotency_ttl_s: int,
 def prune(scripts: Scripts, keys: DayKeys, now_ms: int, idempotency_ttl_s: int
           ) -> tuple[int, int]:
     """Drop outcomes and idempotency records folded into the snapshot and older than the TTL."""
-    cutoff_ms = now_ms - idempotency_ttl_s * 1000 - PRUNE_MARGIN_MS
+    # the age is measured by Redis's clock inside the script (stream ids and the global
+    # record's TTL use it); ``now_ms`` (tests) moves "now" forward by that much
+    skew_ms = max(0, now_ms - int(time.time() * 1000))
+    age_ms = idempotency_ttl_s * 1000 + PRUNE_MARGIN_MS - skew_ms
     outcomes, idempotency = scripts.prune(keys=[keys.snapshot, keys.done, keys.idem],
-                                          args=[cutoff_ms])
+                                          args=[age_ms])
     return int(outcomes), int(idempotency)
 
 
