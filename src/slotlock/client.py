@@ -11,7 +11,7 @@ import hmac
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import redis
@@ -24,7 +24,9 @@ from .days.scripts import Scripts
 from .days.store import DayStore
 from .errors import IdempotencyMismatch, InvalidRequest
 from .ids import new_ids, parse_booking_id, parse_command_id
-from .model import Book, Calendar, Cancel, Command
+from .model import Book, Calendar, Cancel, Command, Day, Rejected
+from .model.booking import Booking
+from .model.rules import booking_window
 from .model.timeutil import TimeError, local_date, to_utc
 from .redis_conn import connect, connect_blocking
 
@@ -60,6 +62,28 @@ class DayView:
             "version": self.version,
             "bookings": self.bookings,
         }
+
+
+WINDOW_SKEW = timedelta(minutes=5)  # the web's clock may differ a little from Redis's
+
+
+def outside_window(calendar: Calendar, command: Book) -> Rejected | None:
+    """The model's booking-window refusal, checked before anything is written.
+
+    The worker decides with the Redis time of the command's stream entry; here the web's
+    clock stands in, with a margin, so this refuses only what the worker would refuse too
+    (the worker stays the authority for the rest).
+    """
+    booking = Booking(command.booking_id, command.calendar, command.start, command.end,
+                      command.title, command.actor, command.start)
+    day = Day(calendar, command.date)
+    now = datetime.now(UTC)
+    for moment, rule in ((now - WINDOW_SKEW, "past"), (now + WINDOW_SKEW, "horizon")):
+        violation = booking_window(day, booking, moment, command.admin)
+        if violation is not None and violation.details.get("rule") == rule:
+            return Rejected(command.command_id, violation.code, violation.message,
+                            violation.details)
+    return None
 
 
 def fingerprint(command: Command) -> str:
@@ -154,6 +178,9 @@ class Client:
         command_id = with_actor(command_id, actor)
         command = Book(command_id, actor, calendar.id, day, booking_id, start_utc, end_utc, title,
                        admin=admin, idempotency_key=idempotency_key)
+        refused = outside_window(calendar, command)
+        if refused is not None:  # nothing is written for a day outside the window (G8)
+            return Result(command_id, refused.to_dict())
         return self.submit(command, wait_ms=wait_ms)
 
     def cancel(self, actor: str, calendar_id: str, booking_id: str, *, admin: bool = False,
@@ -164,6 +191,11 @@ class Client:
         command_id = with_actor(command_id, actor)
         command = Cancel(command_id, actor, calendar.id, day, booking_id, admin=admin,
                          idempotency_key=idempotency_key)
+        if not self.index.day_known(DayKeys.of(calendar.id, day).part):
+            # no command was ever queued on that day, so no such booking: nothing is written
+            return Result(command_id, Rejected(
+                command_id, "not_found", f"no booking {booking_id} on {calendar.id} "
+                f"{day.isoformat()}", {"booking_id": booking_id}).to_dict())
         return self.submit(command, wait_ms=wait_ms)
 
     def submit(self, command: Command, *, wait_ms: int | None = None) -> Result:

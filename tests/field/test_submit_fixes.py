@@ -3,7 +3,6 @@
 Real redis-server, a real lease worker in a thread.
 """
 
-import json
 import time
 from datetime import date, datetime
 
@@ -71,13 +70,26 @@ def test_ids_of_years_below_1000_are_zero_padded_and_round_trip(year):
     assert booking_id.startswith(f"{year:04d}0304.")
 
 
-def test_cancel_of_an_early_year_id_is_decided_not_an_error(settings, client):
-    with WorkerThread(settings):
-        result = client.cancel("alice", "main", "00050101.0123456789abcdef")
+def test_cancel_of_an_early_year_id_is_answered_and_writes_nothing(settings, client):
+    result = client.cancel("alice", "main", "00050101.0123456789abcdef")
     assert result.outcome["status"] == "rejected"
     assert result.outcome["error"]["code"] == "not_found"
-    stored = client.redis.hget(DayKeys.of("main", date(5, 1, 1)).done, result.command_id)
-    assert json.loads(stored)["status"] == "rejected"
+    keys = DayKeys.of("main", date(5, 1, 1))
+    assert not client.redis.exists(keys.cmds, keys.done, keys.state)
+    assert client.redis.zscore("sl:days", keys.part) is None
+
+
+@pytest.mark.parametrize("start", [datetime(9998, 1, 2, 10), datetime(2001, 1, 2, 10)])
+def test_a_booking_outside_the_window_writes_nothing(settings, real_redis, start):
+    """G8: refused before anything is stored (the worker would refuse it too)."""
+    from slotlock.catalog import Catalog
+
+    Catalog(real_redis).ensure_default("UTC")  # the default 365-day window
+    result = Client(settings).book("alice", "main", start, start.replace(hour=11), "far")
+    assert result.outcome["error"]["code"] == "rule_violation"
+    assert result.outcome["error"]["details"]["rule"] in ("horizon", "past")
+    assert real_redis.zcard("sl:days") == 0
+    assert not real_redis.keys("sl:{main:*")
 
 
 def test_retention_never_lets_a_retry_apply_a_command_twice(settings, client):

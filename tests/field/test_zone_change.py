@@ -8,7 +8,7 @@ import pytest
 from slotlock.catalog import Catalog
 from slotlock.client import Client
 from slotlock.errors import ZoneLocked
-from slotlock.model import Calendar
+from slotlock.model import Calendar, Rules
 from tests.conftest import make_settings, open_default
 from tests.procs import Procs, WorkerThread
 
@@ -64,10 +64,10 @@ def test_the_lock_is_taken_atomically_with_the_zone_the_submitter_used(real_redi
 
 def test_a_client_with_a_stale_zone_reads_it_again(settings):
     writer = Client(settings)
-    writer.catalog.put(Calendar("room", "Room", "UTC"))
+    writer.catalog.put(Calendar("room", "Room", "UTC", Rules(horizon_days=0)))
     client = Client(settings)
     assert client.calendar("room").timezone == "UTC"  # cached now
-    writer.catalog.put(Calendar("room", "Room", "Asia/Kolkata"))
+    writer.catalog.put(Calendar("room", "Room", "Asia/Kolkata", Rules(horizon_days=0)))
     result = client.book("alice", "room", datetime(2031, 5, 6, 10), datetime(2031, 5, 6, 11),
                          "x", wait_ms=0)
     assert result.pending

@@ -6,10 +6,9 @@ import secrets
 
 import pytest
 
-from slotlock.catalog import Catalog
 from slotlock.users import Users
 from slotlock.web import create_app
-from tests.conftest import make_settings
+from tests.conftest import make_settings, open_default
 
 PASSWORDS = {"alice": "alice-pw-1", "bob": "bob-pw-2", "root": "root-pw-3"}
 
@@ -20,7 +19,7 @@ def forged_token() -> str:
 
 @pytest.fixture
 def users(real_redis) -> Users:
-    Catalog(real_redis).ensure_default("UTC")
+    open_default(real_redis)  # no horizon: the tests book fixed dates years ahead
     users = Users(real_redis)
     for name, password in PASSWORDS.items():
         users.add(name, admin=name == "root", password=password)

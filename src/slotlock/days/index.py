@@ -55,6 +55,10 @@ class WorkIndex:
     def active(self, limit: int = 10_000) -> list[tuple[str, float]]:
         return self.client.zrange(ACTIVE, 0, limit - 1, withscores=True)
 
+    def day_known(self, part: str) -> bool:
+        """True if any command was ever submitted for this day (see ``note_day``)."""
+        return self.client.zscore(DAYS, part) is not None
+
     def queue_score(self, pipe, part: str) -> None:
         pipe.zscore(ACTIVE, part)
 
