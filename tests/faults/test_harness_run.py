@@ -69,8 +69,8 @@ def test_the_instant_overlap_check_catches_a_build_without_the_local_day_rule(tm
     """Bookings that reach over midnight are accepted by this build and spill into the next
     day, where other bookings hold the same instants: only a check across days sees it."""
     report = run(RunConfig(tmp_path / "broken", duration_s=15, seed=3, fault_rate=0.0,
-                           clients=6, think_s=0.02, disable_day_bounds=True,
-                           mix=Mix(midnight=0.5)), log=lambda _: None)
+                           clients=6, think_s=0.02, disable_day_bounds=True, operator=False,
+                           mix=Mix(midnight=0.5, cancel=0.1)), log=lambda _: None)
     print(report.summary())
     assert report.anomalies["overlap"] > 0, report.summary()
     assert any("cover the same instant" in e for e in report.examples), report.examples

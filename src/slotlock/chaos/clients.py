@@ -76,7 +76,7 @@ class Mix:
     admin_cancel: float = 0.15  # of the admin's operations: cancel another user's booking
     retry: float = 0.05
     reuse: float = 0.03
-    midnight: float = 0.05  # of the bookings: one reaching over midnight
+    midnight: float = 0.05  # of the bookings: half reach over midnight, half start after it
     forget: float = 0.5  # of the retries and reuses: the key's global record expired first
 
 
@@ -153,9 +153,12 @@ class ClientThread(threading.Thread):
 
     def _times(self, day: date) -> tuple[datetime, datetime]:
         midnight = datetime(day.year, day.month, day.day) + timedelta(days=1)
-        if self.rng.random() < self.mix.midnight:
-            start = midnight - timedelta(minutes=15 * self.rng.randint(1, 4))
-            return start, midnight + timedelta(minutes=15 * self.rng.randint(1, 4))
+        if self.rng.random() < self.mix.midnight:  # around midnight: over it, or just after
+            if self.rng.random() < 0.5:
+                start = midnight - timedelta(minutes=15 * self.rng.randint(1, 4))
+                return start, midnight + timedelta(minutes=15 * self.rng.randint(1, 4))
+            start = midnight - timedelta(days=1, minutes=-15 * self.rng.randrange(0, 4))
+            return start, start + timedelta(minutes=15 * self.rng.randint(1, 4))
         start = midnight - timedelta(days=1) + timedelta(minutes=15 * self.rng.randrange(0, 96))
         return start, min(start + timedelta(minutes=15 * self.rng.randint(1, 4)), midnight)
 

@@ -18,7 +18,7 @@ PATH = "/chaos-hook"
 
 
 class WebhookReceiver:
-    def __init__(self, seed: int, refuse: float = 0.1, keep_and_fail: float = 0.05):
+    def __init__(self, seed: int, refuse: float = 0.04, keep_and_fail: float = 0.02):
         self.rng = random.Random(seed)
         self.refuse = refuse
         self.keep_and_fail = keep_and_fail
