@@ -12,6 +12,10 @@ import redis
 from slotlock.config import Settings
 from slotlock.embedded import RedisServer
 
+# The tests run in development (SLOTLOCK_ENV defaults to production, which needs a strong
+# SECRET_KEY); every process they start inherits this. Production is tested explicitly.
+os.environ["SLOTLOCK_ENV"] = "development"
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -47,7 +51,7 @@ def any_redis(request) -> redis.Redis:
 
 
 def make_settings(**overrides) -> Settings:
-    base = {"secret_key": "test", "redis_url": "redis://127.0.0.1:1/0", "worker_id": "test-worker"}
+    base = {"env": "development", "secret_key": "test", "redis_url": "redis://127.0.0.1:1/0", "worker_id": "test-worker"}
     base.update(overrides)
     return Settings(**base)
 

@@ -10,6 +10,7 @@ from .days.keys import CALENDARS, calendar_key, calendar_revisions_key
 from .days.scripts import Scripts
 from .errors import UnknownCalendar, ZoneLocked
 from .model import Calendar
+from .model.calendar import CALENDAR_ID
 
 DEFAULT_CALENDAR_ID = "main"
 
@@ -25,7 +26,17 @@ class Catalog:
             self._scripts = Scripts(self.client)
         return self._scripts
 
+    @staticmethod
+    def parse(raw: str) -> dict:
+        return json.loads(raw)
+
+    def queue_raw(self, pipe, calendar_id: str) -> None:
+        """Queue a read of the calendar's stored JSON on a pipeline (see ``parse``)."""
+        pipe.get(calendar_key(calendar_id))
+
     def find(self, calendar_id: str) -> Calendar | None:
+        if not isinstance(calendar_id, str) or not CALENDAR_ID.match(calendar_id):
+            return None  # no key is built from an id that cannot be a calendar's
         raw = self.client.get(calendar_key(calendar_id))
         return Calendar.from_dict(json.loads(raw)) if raw else None
 

@@ -7,6 +7,7 @@ commands go to the day's stream, and the day's lease holder decides them.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from .model.timeutil import TimeError, local_date, to_utc
 from .redis_conn import connect, connect_blocking
 
 CALENDAR_CACHE_S = 1.0
+ACTOR_TAG_HEX = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,30 @@ def fingerprint(command: Command) -> str:
     if isinstance(command, Cancel):
         body["booking_id"] = command.booking_id
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def with_actor(command_id: str, actor: str) -> str:
+    """The command id with the actor's tag appended to its random part.
+
+    ``GET /api/v1/commands/{id}`` answers only the command's actor (or an admin); the
+    tag lets it tell who that is from the id alone, with no record to store or expire.
+    The tag is not secret: it only ties the id, which the asker already holds, to one
+    user name (64 bits of sha256, so no other name matches it by chance).
+    """
+    return command_id + _actor_tag(command_id.rpartition(".")[2], actor)
+
+
+def issued_by(command_id: str, actor: str) -> bool | None:
+    """True/False for a tagged command id; None for an untagged one (e.g. made elsewhere)."""
+    rand = command_id.rpartition(".")[2]
+    if len(rand) != 2 * ACTOR_TAG_HEX:
+        return None
+    tag = _actor_tag(rand[:ACTOR_TAG_HEX], actor)
+    return hmac.compare_digest(rand[ACTOR_TAG_HEX:], tag)
+
+
+def _actor_tag(rand: str, actor: str) -> str:
+    return hashlib.sha256(f"slotlock-actor\0{actor}\0{rand}".encode()).hexdigest()[:ACTOR_TAG_HEX]
 
 
 class Client:
@@ -125,6 +151,7 @@ class Client:
             raise InvalidRequest(str(exc), field="start") from exc
         day = local_date(start_utc, calendar.tz)
         command_id, booking_id = new_ids(calendar.id, day)
+        command_id = with_actor(command_id, actor)
         command = Book(command_id, actor, calendar.id, day, booking_id, start_utc, end_utc, title,
                        admin=admin, idempotency_key=idempotency_key)
         return self.submit(command, wait_ms=wait_ms)
@@ -134,6 +161,7 @@ class Client:
         calendar = self.calendar(calendar_id)
         day = parse_booking_id(booking_id)
         command_id, _ = new_ids(calendar.id, day)
+        command_id = with_actor(command_id, actor)
         command = Cancel(command_id, actor, calendar.id, day, booking_id, admin=admin,
                          idempotency_key=idempotency_key)
         return self.submit(command, wait_ms=wait_ms)
@@ -145,16 +173,21 @@ class Client:
             command, reserved = self._reserve_key(command)
         keys = DayKeys.of(command.calendar, command.date)
         scoped_key = f"{command.actor}:{command.idempotency_key}" if command.idempotency_key else None
-        # One round trip: append, then bump the index and wake the workers (a spurious
-        # wake-up after a duplicate or a refusal costs a worker one empty read).
-        pipe = self.redis.pipeline(transaction=False)
-        self.index.note_day(keys.part, command.date, pipe=pipe)  # before the append: see there
-        self.store.submit(keys, command.command_id, json.dumps(command.to_dict()), scoped_key,
-                          self.settings.backlog_limit, pipe=pipe,
-                          fingerprint=fingerprint(command) if scoped_key else "")
-        self.index.mark(keys.part, pipe=pipe)
+        # One round trip: index the day, append, then bump the index of days with work and
+        # wake the workers (a spurious wake-up after a duplicate or a refusal costs a worker
+        # one empty read).
+        command_json = json.dumps(command.to_dict())
+        print_ = fingerprint(command) if scoped_key else ""
+
+        def build(pipe) -> None:
+            self.index.note_day(keys.part, command.date, pipe=pipe)  # before the append
+            self.store.submit(keys, command.command_id, command_json, scoped_key,
+                              self.settings.backlog_limit, pipe=pipe, fingerprint=print_)
+            self.index.mark(keys.part, pipe=pipe)
+
+        replies = self.scripts.run_pipeline(build)
         try:
-            submitted = self.store.submitted(keys, command.command_id, pipe.execute()[1],
+            submitted = self.store.submitted(keys, command.command_id, replies[1],
                                              command.idempotency_key or "")
         except IdempotencyMismatch:
             if reserved is not None:  # the key's global record we just wrote pins nothing
@@ -226,11 +259,17 @@ class Client:
         _, acked = pipe.execute()
         return int(acked) >= wanted
 
-    def status(self, command_id: str) -> dict[str, Any] | None:
-        """``{"command_id", "status", ...}`` or None for an unknown command."""
+    def status(self, command_id: str, *, reader: str | None = None,
+               admin: bool = False) -> dict[str, Any] | None:
+        """``{"command_id", "status", ...}`` or None for an unknown command.
+
+        With ``reader`` (not an admin): None as well unless ``reader`` issued the command,
+        told by the id's actor tag or, for an untagged id, by the accepted outcome."""
         calendar_id, day = parse_command_id(command_id)
         raw = self.store.outcome(DayKeys.of(calendar_id, day), command_id)
         if raw is None:
+            return None
+        if reader is not None and not admin and not _readable_by(command_id, raw, reader):
             return None
         if raw == "" or not self.replicated():
             return {"command_id": command_id, "status": "pending"}
@@ -249,3 +288,16 @@ class Client:
             if booking["id"] == booking_id:
                 return booking
         return None
+
+
+def _readable_by(command_id: str, raw_outcome: str, reader: str) -> bool:
+    tagged = issued_by(command_id, reader)
+    if tagged is not None:
+        return tagged
+    if not raw_outcome:
+        return False  # untagged and pending: nothing says who sent it
+    outcome = json.loads(raw_outcome)
+    if outcome.get("status") != "accepted":
+        return False
+    actor = outcome.get("cancelled_by") or (outcome.get("booking") or {}).get("owner")
+    return actor == reader

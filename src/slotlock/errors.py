@@ -50,6 +50,18 @@ class UnknownCalendar(SlotlockError):
         self.calendar_id = calendar_id
 
 
+class EvictingRedis(SlotlockError):
+    """Redis runs with a maxmemory-policy that may evict slotlock's keys."""
+
+    def __init__(self, policy: str):
+        super().__init__(
+            f"Redis maxmemory-policy is {policy!r}: under memory pressure Redis may evict a "
+            "lease, a fence counter or queued commands, which breaks fencing and loses work. "
+            "Set 'maxmemory-policy noeviction' (CONFIG SET maxmemory-policy noeviction, or "
+            "your provider's setting), or start with SLOTLOCK_ALLOW_EVICTION=1 to run anyway.")
+        self.policy = policy
+
+
 class ZoneLocked(SlotlockError):
     """A calendar in use cannot move to another time zone."""
 

@@ -27,3 +27,29 @@ def connect(url: str, *, timeout_ms: int = 2000, **kwargs) -> redis.Redis:
 def connect_blocking(url: str, *, block_ms: int, timeout_ms: int = 2000) -> redis.Redis:
     """A client of its own for blocking reads, whose socket outlives the longest block."""
     return connect(url, timeout_ms=block_ms + timeout_ms)
+
+
+SAFE_POLICIES = ("noeviction",)
+
+
+def check_eviction_policy(client: redis.Redis, *, allow: bool) -> str:
+    """Refuse a Redis that may evict keys: an evicted lease, fence counter or queued command
+    breaks fencing or loses work. Returns the policy; raises ``EvictingRedis`` unless it is
+    ``noeviction`` or the operator allowed it (``SLOTLOCK_ALLOW_EVICTION=1``).
+
+    Reads ``INFO memory`` (allowed on managed services where ``CONFIG GET`` is not).
+    Connection errors propagate: the caller checks again once Redis answers.
+    """
+    import logging
+
+    from .errors import EvictingRedis
+
+    policy = str(client.info("memory").get("maxmemory_policy", "unknown"))
+    if policy in SAFE_POLICIES:
+        return policy
+    if allow:
+        logging.getLogger("slotlock").warning(
+            "Redis maxmemory-policy is %s: keys may be evicted under memory pressure, which "
+            "can break fencing and lose commands (allowed by SLOTLOCK_ALLOW_EVICTION)", policy)
+        return policy
+    raise EvictingRedis(policy)

@@ -132,19 +132,35 @@ def test_a_form_posted_without_its_csrf_token_is_refused(chromium, stack, room):
         context.close()
 
 
+def watch_for_bad_resources(page) -> list[str]:
+    """Blocked or erroring loads of ``page``: console errors (a CSP refusal is one), failed
+    requests and answers >= 400. A request *aborted* (``net::ERR_ABORTED``) is left out:
+    that is the browser cancelling a pending load (the favicon, a stylesheet) because the
+    test moved on to the next page, not a resource that was refused or broken; a blocked
+    one fails with its own code (e.g. ``net::ERR_BLOCKED_BY_CSP``) and logs a console error.
+    """
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"console: {m.text}")
+            if m.type == "error" else None)
+    page.on("requestfailed", lambda r: problems.append(f"failed ({r.failure}): {r.url}")
+            if r.failure != "net::ERR_ABORTED" else None)
+    page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}")
+            if r.status >= 400 else None)
+    return problems
+
+
 def test_the_day_fits_a_phone_and_a_desktop_with_no_blocked_resources(chromium, stack, room,
                                                                       artifacts):
     base = stack["url"]
     for name, viewport in (("phone", PHONE), ("desktop-viewport", DESKTOP)):
         context = chromium.new_context(viewport=viewport)
         page = context.new_page()
-        problems: list[str] = []
-        page.on("console", lambda m, problems=problems: problems.append(m.text)
-                if m.type == "error" else None)
-        page.on("requestfailed", lambda r, problems=problems: problems.append(f"failed: {r.url}"))
+        problems = watch_for_bad_resources(page)
+        loaded: list[str] = []
+        page.on("requestfinished", lambda r, loaded=loaded: loaded.append(r.url))
         try:
             sign_in(page, base, "alice")
-            page.goto(base + ROOM_URL)
+            page.goto(base + ROOM_URL, wait_until="networkidle")
             expect(page.locator(".booking", has_text="Customer call")).to_be_visible()
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= viewport["width"], f"{name}: page is {width}px wide"
@@ -155,5 +171,29 @@ def test_the_day_fits_a_phone_and_a_desktop_with_no_blocked_resources(chromium, 
             page.screenshot(path=str(artifacts / f"day-{name}.png"),
                             full_page=name == "phone")
             assert problems == [], problems
+            assert any(url.endswith("/static/style.css") for url in loaded), loaded
         finally:
             context.close()
+
+
+def test_the_resource_watch_sees_blocked_and_erroring_loads(chromium, stack, room):
+    """The watch above is not blind: a load the CSP refuses and a 404 are both reported."""
+    base = stack["url"]
+    context = chromium.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    try:
+        sign_in(page, base, "alice")
+        page.goto(base + ROOM_URL, wait_until="networkidle")
+        problems = watch_for_bad_resources(page)
+        page.evaluate("""() => {
+            for (const src of ['http://127.0.0.1:9/elsewhere.png', '/static/missing.png']) {
+                const img = document.createElement('img'); img.src = src;
+                document.body.appendChild(img);
+            }
+        }""")
+        page.wait_for_load_state("networkidle")
+        page.wait_for_timeout(300)
+        assert any("127.0.0.1:9/elsewhere.png" in p for p in problems), problems
+        assert any(p.startswith("HTTP 404") and "missing.png" in p for p in problems), problems
+    finally:
+        context.close()

@@ -47,8 +47,10 @@ def stack_env(redis_url: str, port: int, bin_dir: Path, **extra: str) -> dict[st
         "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{env.get('PYTHONPATH', '')}",
         "REDIS_URL": redis_url,
         "PORT": str(port),
+        "SLOTLOCK_ENV": "development",
         "SECRET_KEY": "e2e",
         "SLOTLOCK_RATE_LIMIT": "1000000/minute",
+        "SLOTLOCK_ANONYMOUS_RATE_LIMIT": "1000000/minute",
     })
     env.update(extra)
     return env

@@ -24,8 +24,9 @@ KEYS = DayKeys(PART)
 
 @pytest.fixture
 def procs(tmp_path, redis_server, real_redis):
-    env = {"REDIS_URL": redis_server.url, "SECRET_KEY": "test",
-           "SLOTLOCK_WEBHOOK_SECRET": "hooks", "SLOTLOCK_LOG_LEVEL": "INFO"}
+    # development: the receiver is plain http on loopback
+    env = {"REDIS_URL": redis_server.url, "SECRET_KEY": "test", "SLOTLOCK_ENV": "development",
+           "SLOTLOCK_LOG_LEVEL": "INFO"}
     p = Procs(tmp_path, env)
     yield p
     p.stop_all()
@@ -40,7 +41,8 @@ def test_an_event_survives_a_lease_worker_killed_between_commit_and_notification
     with Receiver() as receiver:
         procs.cli("migrate")
         procs.cli("calendar", "put", "main", "--horizon-days", "0")
-        procs.cli("calendar", "put", "main", "--webhook-url", receiver.url)
+        put = procs.cli("calendar", "put", "main", "--webhook-url", receiver.url)
+        secret = put.stdout.splitlines()[-1]  # shown once, as the last line
         worker = procs.start("worker", "worker", SLOTLOCK_FAILPOINT="kill_after_commit:1")
         client = Client(make_settings(redis_url=redis_server.url))
         result = client.book("ann", "main", at(DAY, "09:00"), at(DAY, "10:00"), "standup",
@@ -66,7 +68,7 @@ def test_an_event_survives_a_lease_worker_killed_between_commit_and_notification
         assert event["command_id"] == result.command_id
         assert event["booking"]["title"] == "standup"
         headers, body = receiver.requests[0]
-        assert verify("hooks", headers[SIGNATURE_HEADER], body)
+        assert verify(secret, headers[SIGNATURE_HEADER], body)
         assert len(receiver.requests) == 1  # our own dedup held too
 
         for proc in jobs:  # warm shutdown on SIGTERM

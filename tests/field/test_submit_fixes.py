@@ -101,3 +101,14 @@ def test_retention_never_lets_a_retry_apply_a_command_twice(settings, client):
     assert again.duplicate and again.command_id == made.command_id
     assert again.outcome == made.outcome
     assert client.read_day("main", old).bookings == []  # not booked a second time
+
+
+def test_a_submit_is_one_round_trip_without_script_exists_and_survives_a_script_flush(
+        settings, client):
+    client.redis.config_resetstat()
+    client.book("alice", "main", at(15), at(16), "x", wait_ms=0)
+    stats = client.redis.info("commandstats")
+    assert "cmdstat_script|exists" not in stats and "cmdstat_script" not in stats
+    client.redis.script_flush()  # e.g. Redis restarted and lost its script cache
+    again = client.book("alice", "main", at(16), at(17), "y", wait_ms=0)
+    assert again.pending and client.redis.xlen(DayKeys.of("main", DAY).cmds) == 2

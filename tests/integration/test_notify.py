@@ -10,6 +10,7 @@ from rq import SimpleWorker
 from rq.registry import FailedJobRegistry
 
 from slotlock.days.keys import OUTBOX_DAYS, DayKeys, delivered_key
+from slotlock.webhooks import rotate_secret
 from slotlock.workers import jobs
 from slotlock.workers.audit import list_findings
 from slotlock.workers.notify import (
@@ -57,8 +58,9 @@ def with_events(settings, redis) -> list[str]:
 
 
 def test_the_outbox_is_delivered_in_order_signed_and_then_trimmed(any_redis):
-    settings = make_settings(webhook_secret="hooks")
+    settings = make_settings()
     outbox = with_events(settings, any_redis)
+    secret = rotate_secret(any_redis, "main")
     types = [json.loads(e)["type"] for e in outbox]
     assert types == ["booking.created"] * 3 + ["booking.cancelled"]
     assert any_redis.zscore(OUTBOX_DAYS, PART)  # the lease worker's hint
@@ -69,7 +71,7 @@ def test_the_outbox_is_delivered_in_order_signed_and_then_trimmed(any_redis):
     assert result.delivered == 4
     assert [body.decode() for _, body, _ in post.calls] == outbox
     for _, body, headers in post.calls:
-        assert verify("hooks", headers[SIGNATURE_HEADER], body)
+        assert verify(secret, headers[SIGNATURE_HEADER], body)
         assert headers[EVENT_ID_HEADER] == json.loads(body)["event_id"]
     assert any_redis.llen(KEYS.outbox) == 0
     assert any_redis.zscore(OUTBOX_DAYS, PART) is None
@@ -79,6 +81,7 @@ def test_the_outbox_is_delivered_in_order_signed_and_then_trimmed(any_redis):
 def test_a_failure_keeps_the_rest_in_order_and_a_retry_does_not_resend(any_redis):
     settings = make_settings()
     outbox = with_events(settings, any_redis)
+    rotate_secret(any_redis, "main")
     post = Recorder(fail_at=2)
     with pytest.raises(DeliveryFailed):
         Publisher(any_redis, settings, post).publish_day(PART)
@@ -91,6 +94,7 @@ def test_a_failure_keeps_the_rest_in_order_and_a_retry_does_not_resend(any_redis
 def test_an_event_marked_delivered_before_a_crash_is_not_sent_again(any_redis):
     settings = make_settings()
     outbox = with_events(settings, any_redis)
+    rotate_secret(any_redis, "main")
     # crash after the POST and the mark, before the ack: the entry is still in the outbox
     any_redis.set(delivered_key(json.loads(outbox[0])["event_id"]), "1")
     post = Recorder()
@@ -132,7 +136,8 @@ def rq_ctx():
     server = fakeredis.FakeServer()
     decoded = fakeredis.FakeRedis(server=server, decode_responses=True)
     raw = fakeredis.FakeRedis(server=server)
-    ctx = jobs.configure(make_settings(webhook_secret="hooks", notify_retry_intervals="0,0"),
+    # development: the receiver is plain http on loopback
+    ctx = jobs.configure(make_settings(env="development", notify_retry_intervals="0,0"),
                          client=decoded, rq=raw)
     yield ctx
     jobs._override = None
@@ -140,19 +145,20 @@ def rq_ctx():
 
 
 def run_queued(ctx):
-    SimpleWorker([jobs.queue(ctx)], connection=ctx.rq).work(burst=True)
+    jobs.make_worker(ctx, SimpleWorker).work(burst=True)
 
 
 def test_publish_jobs_run_on_rq_once_per_outbox_head(rq_ctx):
     with Receiver() as receiver:
         put_calendar(rq_ctx.client, webhook_url=receiver.url)
+        secret = rotate_secret(rq_ctx.client, "main")
         history(rq_ctx.settings, rq_ctx.client)
         assert jobs.dispatch_publishes(rq_ctx) == 1
         assert jobs.dispatch_publishes(rq_ctx) == 0  # a second process: same job id, unique
         run_queued(rq_ctx)
         assert len(receiver.events()) == 4 == len(receiver.unique_events())
         for headers, body in receiver.requests:
-            assert verify("hooks", headers[SIGNATURE_HEADER], body)
+            assert verify(secret, headers[SIGNATURE_HEADER], body)
     assert rq_ctx.client.llen(KEYS.outbox) == 0
     assert jobs.dispatch_publishes(rq_ctx) == 0
     assert rq_ctx.client.zscore(OUTBOX_DAYS, PART) is None
@@ -161,6 +167,7 @@ def test_publish_jobs_run_on_rq_once_per_outbox_head(rq_ctx):
 def test_a_failed_delivery_is_retried_by_rq(rq_ctx):
     with Receiver(statuses=[500, 503]) as receiver:
         put_calendar(rq_ctx.client, webhook_url=receiver.url)
+        rotate_secret(rq_ctx.client, "main")
         history(rq_ctx.settings, rq_ctx.client)
         jobs.dispatch_publishes(rq_ctx)
         # intervals "0,0": rq puts the failed job straight back, so one burst sees it through
@@ -176,6 +183,7 @@ def test_a_failed_delivery_is_retried_by_rq(rq_ctx):
 def test_a_job_that_exhausts_its_retries_leaves_the_events_for_the_next_dispatch(rq_ctx):
     with Receiver(statuses=[500, 500, 500]) as receiver:
         put_calendar(rq_ctx.client, webhook_url=receiver.url)
+        rotate_secret(rq_ctx.client, "main")
         history(rq_ctx.settings, rq_ctx.client)
         jobs.dispatch_publishes(rq_ctx)
         run_queued(rq_ctx)

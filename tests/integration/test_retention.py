@@ -92,3 +92,24 @@ def test_outcomes_and_idempotency_records_go_once_older_than_the_idempotency_ttl
         ("retained", 5, 5, 1)]
     assert any_redis.hlen(KEYS.done) == 0 and any_redis.hlen(KEYS.idem) == 0
     assert audit_day(any_redis, PART).ok
+
+
+def test_a_busy_day_is_compacted_whatever_its_date(any_redis):
+    """G8: a day inside the window that collects many commands (rejections included) is
+    snapshotted and trimmed too; its outcomes stay while a retry may still need them."""
+    from slotlock.days.keys import CHANGED
+
+    settings = make_settings()
+    from datetime import timedelta
+
+    busy = (date.today() + timedelta(days=30)).isoformat()  # inside the booking window
+    keys = DayKeys(f"main:{busy}")
+    history(settings, any_redis, day=busy)
+    any_redis.zadd(CHANGED, {f"main:{busy}": int(time.time() * 1000)})
+    assert run_retention(any_redis, 30, settings.idempotency_ttl_s, today=TODAY,
+                         compact_after=10) == []  # 5 entries: not busy
+    results = run_retention(any_redis, 30, settings.idempotency_ttl_s, today=TODAY,
+                            compact_after=4)
+    assert [(r.day, r.status, r.trimmed) for r in results] == [(f"main:{busy}", "retained", 5)]
+    assert any_redis.xlen(keys.cmds) == 0 and any_redis.hlen(keys.done) == 5
+    assert audit_day(any_redis, f"main:{busy}").ok

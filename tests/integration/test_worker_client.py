@@ -130,17 +130,17 @@ def test_a_queued_day_missing_from_the_index_is_found_again(settings, client):
 
 def test_a_day_whose_batch_raises_is_let_go_and_the_others_go_on(settings, client,
                                                                  monkeypatch):
-    from slotlock.workers import lease_worker
+    from slotlock.workers import day_batch
 
     poisoned = date(2030, 12, 9)
-    real_apply = lease_worker.apply_entries
+    real_apply = day_batch.apply_entries
 
     def apply(day, cursor, entries, part, with_events):
         if part == f"main:{poisoned.isoformat()}":
             raise RuntimeError("a bug in a rule")
         return real_apply(day, cursor, entries, part, with_events)
 
-    monkeypatch.setattr(lease_worker, "apply_entries", apply)
+    monkeypatch.setattr(day_batch, "apply_entries", apply)
     with WorkerThread(settings) as worker:
         stuck = client.book("a", "main", at(9, on=poisoned), at(10, on=poisoned), "x",
                             wait_ms=500)

@@ -102,3 +102,18 @@ def test_a_day_with_every_slot_booked_accepts_nothing_more():
                           opens + timedelta(hours=4), "t"), NOW)
     assert late.code == "overlap"
     assert datetime  # imported for readers of the scenario strategy
+
+
+def test_the_memoised_bookings_json_equals_a_full_serialisation():
+    from slotlock.workers.applier import Batch, JsonMemo
+
+    from .factories import at, book, day
+
+    memo = JsonMemo()
+    d = day()
+    for h in range(0, 20, 2):
+        d = evolve(d, decide(d, book(at(h), at(h + 1)), NOW).event)
+        assert Batch(d, "0-0").bookings_json(memo) == Batch(d, "0-0").bookings_json()
+    victim = d.bookings[3]
+    d = evolve(d, decide(d, Cancel("c-x", victim.owner, "main", d.date, victim.id), NOW).event)
+    assert Batch(d, "0-0").bookings_json(memo) == Batch(d, "0-0").bookings_json()

@@ -29,6 +29,8 @@ def run_rule(rule, cal, start, end, title="meeting", existing=()):
 @pytest.mark.parametrize("title, ok", [
     ("x", True), ("a" * 200, True), ("", False), ("   ", False), ("a" * 201, False),
     ("tab\there", False), ("Café ☕ planning", True),
+    ("bidi \u202eevil", False), ("zero\u200bwidth", False), ("line\u2028sep", False),
+    ("para\u2029sep", False), ("nul\x00", False), ("del\x7f", False), ("日本語 会議", True),
 ])
 def test_title_limits(title, ok):
     v = run_rule(R.title_limits, calendar(), at(10), at(11), title=title)

@@ -314,7 +314,8 @@ def test_a_rejected_command_reports_its_error(web_settings, tokens, start_worker
     pending = [client.post(BOOKINGS, json=slot(10), headers=tokens[name]).get_json()
                for name in ("alice", "bob")]
     start_worker(settings)
-    statuses = [settled(client, body["status_url"], tokens["alice"]) for body in pending]
+    statuses = [settled(client, body["status_url"], tokens[name])
+                for body, name in zip(pending, ("alice", "bob"))]
     assert [s["status"] for s in statuses] == ["accepted", "rejected"]  # stream order
     assert statuses[1]["error"]["code"] == "overlap"
     assert statuses[1]["error"]["details"]["conflicts"] == [statuses[0]["booking"]]

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import redis
 import requests
 from click.testing import CliRunner
 
@@ -93,6 +94,11 @@ def test_slotlock_up_starts_an_embedded_redis_serves_and_stops_on_ctrl_c(tmp_pat
                 break
         out = "".join(lines)
         token = re.search(r"(slk_\S+)", out).group(1)
+        # the embedded Redis wants a password, which is never printed
+        embedded = re.search(r"embedded server at redis://\*\*\*@127\.0\.0\.1:(\d+)/0", out)
+        assert embedded, out
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=int(embedded.group(1)), socket_timeout=2).ping()
         pids = [int(p) for p in re.findall(r"pid (\d+)", out)]
         assert len(pids) >= 3  # redis, web, worker
         headers = {"Authorization": f"Bearer {token}"}

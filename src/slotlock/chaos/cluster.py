@@ -33,7 +33,8 @@ from .proxy import Link, Proxy
 SOURCE_ROOT = Path(__file__).resolve().parents[3]
 # the Procfile's web line, for an installed package (tests/faults/test_parts.py keeps it equal)
 PROCFILE_WEB = ("gunicorn 'slotlock.web:create_app()' --bind 0.0.0.0:${PORT:-8000} "
-                "--worker-class gthread --workers 2 --threads 16 --graceful-timeout 20 "
+                "--worker-class slotlock.web.gworker.BufferedThreadWorker --workers 2 --threads 16 "
+                "--graceful-timeout 20 "
                 "--timeout 30")
 
 
@@ -191,6 +192,7 @@ class Cluster:
             "SLOTLOCK_LEASE_TTL_MS": str(self.config.lease_ttl_ms),
             "SLOTLOCK_REPLY_TIMEOUT_MS": str(self.config.reply_timeout_ms),
             "SLOTLOCK_RATE_LIMIT": "1000000/minute",
+            "SLOTLOCK_ENV": "development",
             "SECRET_KEY": "chaos",
             "SLOTLOCK_LOG_LEVEL": "INFO",
             **self.config.extra_env,

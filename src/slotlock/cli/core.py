@@ -1,32 +1,22 @@
-"""The ``slotlock`` command."""
+"""The ``slotlock`` group and what every command needs: settings and a Redis, or a clear exit."""
 
 from __future__ import annotations
-
-import json
-import sys
-import time
-from datetime import time as dtime
 
 import click
 import redis
 from pydantic import ValidationError
 
-from .. import logs
-from ..catalog import Catalog
-from ..config import Settings
-from ..days.index import WorkIndex
-from ..days.keys import ACTIVE, DAYS, WORKERS, DayKeys, worker_alive_key
-from ..days.store import DayStore
-from ..errors import ZoneLocked
-from ..model import Calendar, Rules
+from ..config import Settings, redacted_url
 from ..redis_conn import connect
 
 
-def settings_or_exit() -> Settings:
+def settings_or_exit(**overrides) -> Settings:
     try:
-        return Settings()
+        return Settings(**overrides)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        # Each error names its variable, never its value (hide_input_in_errors).
+        lines = [f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                 for e in exc.errors()]
         raise click.ClickException("bad configuration:\n" + "\n".join(lines)) from exc
 
 
@@ -35,7 +25,7 @@ def redis_or_exit(settings: Settings) -> redis.Redis:
     try:
         client.ping()
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise click.ClickException(f"Redis at {settings.redis_url} is unreachable: {exc}") from exc
+        raise click.ClickException(f"Redis at {redacted_url(settings.redis_url)} is unreachable: {exc}") from exc
     return client
 
 
@@ -45,160 +35,7 @@ def main() -> None:
     """slotlock: bookings that stay correct while processes crash, pause and redeploy."""
 
 
-@main.command()
-def worker() -> None:
-    """Run a lease worker: applies the commands of the days it holds, serially per day."""
-    from ..workers.lease_worker import LeaseWorker
-
-    logs.setup("worker")
-    settings = settings_or_exit()
-    sys.exit(LeaseWorker(settings).work())
-
-
-@main.command()
-def migrate() -> None:
-    """Idempotent set-up: make sure the default calendar 'main' exists."""
-    settings = settings_or_exit()
-    client = redis_or_exit(settings)
-    catalog = Catalog(client)
-    calendar, created = catalog.ensure_default(settings.default_timezone)
-    click.echo(f"calendar {calendar.id}: {'created' if created else 'present'} "
-               f"(time zone {calendar.timezone}, revision {calendar.revision})")
-    added = WorkIndex(client).backfill_days()
-    if added:
-        click.echo(f"index of days: {added} day(s) added")
-    in_use = {p for p in client.zrange(DAYS, 0, -1)} | {p for p in client.zrange(ACTIVE, 0, -1)}
-    for calendar_id in catalog.lock_zones_in_use(in_use):
-        click.echo(f"calendar {calendar_id}: in use, time zone locked")
-
-
-@main.group()
-def calendar() -> None:
-    """Calendars and their rules."""
-
-
-def _hhmm(value: str | None):
-    if value is None:
-        return None
-    if value == "24:00":
-        return "24:00"
-    try:
-        return dtime.fromisoformat(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"{value!r} is not a time of day like 08:00") from exc
-
-
-@calendar.command("put")
-@click.argument("calendar_id")
-@click.option("--name", help="Display name (default: the id, or the current name).")
-@click.option("--timezone", help="IANA time zone, e.g. Europe/Berlin.")
-@click.option("--granularity", type=int, help="Slot size in minutes (default 15).")
-@click.option("--min-length", type=int, help="Shortest booking in minutes (default: one slot).")
-@click.option("--max-length", type=int, help="Longest booking in minutes (0: no maximum).")
-@click.option("--open-from", help="Opening time, local, HH:MM.")
-@click.option("--open-until", help="Closing time, local, HH:MM (24:00: midnight).")
-@click.option("--buffer", type=int, help="Minutes to keep free between bookings.")
-@click.option("--quota", type=int, help="Bookings per owner per day (0: no limit).")
-@click.option("--horizon-days", type=int,
-              help="Bookings start at most this many days after today (default 365; 0: no limit).")
-@click.option("--webhook-url", help="URL that receives booking events ('' to remove).")
-def calendar_put(calendar_id, name, timezone, granularity, min_length, max_length, open_from,
-                 open_until, buffer, quota, horizon_days, webhook_url) -> None:
-    """Create or change calendar CALENDAR_ID; options not given keep their current value."""
-    settings = settings_or_exit()
-    catalog = Catalog(redis_or_exit(settings))
-    current = catalog.find(calendar_id)
-    rules = (current.rules if current else Rules()).to_dict()
-    changes = {
-        "granularity_minutes": granularity,
-        "min_length_minutes": min_length,
-        "max_length_minutes": max_length,
-        "open_from": _hhmm(open_from),
-        "open_until": _hhmm(open_until),
-        "buffer_minutes": buffer,
-        "max_bookings_per_owner": quota,
-        "horizon_days": horizon_days,
-    }
-    for key, value in changes.items():
-        if value is not None:
-            rules[key] = value
-    for key in ("max_length_minutes", "max_bookings_per_owner", "min_length_minutes"):
-        if rules.get(key) == 0:
-            rules[key] = None
-    try:
-        new = Calendar(
-            id=calendar_id,
-            name=name or (current.name if current else calendar_id),
-            timezone=timezone or (current.timezone if current else settings.default_timezone),
-            rules=Rules.from_dict(rules),
-            webhook_url=(webhook_url or None) if webhook_url is not None else
-            (current.webhook_url if current else None),
-        )
-    except (ValueError, TypeError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    try:
-        stored, changed = catalog.put(new)
-    except ZoneLocked as exc:
-        raise click.ClickException(str(exc)) from exc
-    verb = "unchanged" if not changed else ("created" if current is None else "changed")
-    click.echo(f"calendar {stored.id} {verb} (revision {stored.revision})")
-    click.echo(json.dumps(stored.to_dict(), indent=2))
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(as_json: bool) -> None:
-    """Leases, holders, backlog per day, workers."""
-    settings = settings_or_exit()
-    client = redis_or_exit(settings)
-    store = DayStore(client)
-    workers = []
-    for worker_id, raw in sorted(client.hgetall(WORKERS).items()):
-        info = json.loads(raw)
-        info["alive"] = bool(client.exists(worker_alive_key(worker_id)))
-        workers.append(info)
-    days = []
-    for part, _score in client.zrange(ACTIVE, 0, 999, withscores=True):
-        keys = DayKeys(part)
-        state = store.read_state(keys)
-        lease = client.get(keys.lease)
-        days.append({
-            "day": part,
-            "backlog": state.pending,
-            "version": state.version,
-            "lease": lease,
-            "lease_ms_left": client.pttl(keys.lease) if lease else None,
-        })
-    # -- findings of the audit (issue 6) --
-    from ..workers.audit import list_findings
-
-    findings = list_findings(client)
-    # -- end findings --
-    if as_json:
-        click.echo(json.dumps({"workers": workers, "days": days, "findings": findings},
-                              indent=2))
-        return
-    now = time.time()
-    click.echo(f"workers ({sum(w['alive'] for w in workers)} alive):")
-    for w in workers:
-        if not w["alive"] and now - w.get("seen_at", 0) > 3600:
-            continue
-        stats = " ".join(f"{k}={v}" for k, v in sorted(w.get("stats", {}).items()))
-        click.echo(f"  {w['id']:<32} {'alive' if w['alive'] else 'gone ':<6} "
-                   f"days={len(w.get('days', {}))} {stats}")
-    click.echo(f"days with work ({len(days)}):")
-    for d in days:
-        holder = d["lease"] or "-"
-        click.echo(f"  {d['day']:<32} backlog={d['backlog']:<6} version={d['version']:<6} "
-                   f"lease={holder}")
-    # -- findings of the audit (issue 6) --
-    click.echo(f"audit findings ({len(findings)} day(s)):")
-    for item in findings:
-        click.echo(f"  {item['day']:<32} audited {item['audited_at']}")
-        for f in item["findings"]:
-            click.echo(f"    [{f['code']}] {f['message']}")
-    # -- end findings --
-
-
 if __name__ == "__main__":
+    from . import main as _all_commands  # noqa: F401  (registers every area's commands)
+
     main()

@@ -10,6 +10,8 @@ from datetime import date
 import click
 
 from .. import logs
+from ..errors import EvictingRedis
+from ..redis_conn import check_eviction_policy
 from .core import main, redis_or_exit, settings_or_exit
 
 
@@ -21,7 +23,11 @@ def jobs(burst: bool) -> None:
 
     logs.setup("jobs")
     settings = settings_or_exit()
-    redis_or_exit(settings)
+    client = redis_or_exit(settings)
+    try:
+        check_eviction_policy(client, allow=settings.allow_eviction)
+    except EvictingRedis as exc:
+        raise click.ClickException(str(exc)) from exc
     sys.exit(jobs_mod.run(settings, burst=burst))
 
 

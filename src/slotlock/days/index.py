@@ -12,7 +12,17 @@ from datetime import date
 
 import redis
 
-from .keys import ACTIVE, DAYS, READY, DayKeys, day_key_pattern, partition_of, split_partition
+from .keys import (
+    ACTIVE,
+    CHANGED,
+    DAYS,
+    OUTBOX_DAYS,
+    READY,
+    DayKeys,
+    day_key_pattern,
+    partition_of,
+    split_partition,
+)
 from .scripts import Scripts
 
 READY_MAXLEN = 10_000
@@ -44,6 +54,18 @@ class WorkIndex:
 
     def active(self, limit: int = 10_000) -> list[tuple[str, float]]:
         return self.client.zrange(ACTIVE, 0, limit - 1, withscores=True)
+
+    def queue_score(self, pipe, part: str) -> None:
+        pipe.zscore(ACTIVE, part)
+
+    def note_commit(self, part: str, at_ms: int, had_events: bool) -> None:
+        """After a commit: the day changed (audit of recent days, compaction) and, with
+        webhook events, its outbox has something to publish."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(CHANGED, {part: at_ms})
+        if had_events:
+            pipe.zincrby(OUTBOX_DAYS, 1, part)
+        pipe.execute()
 
     def score(self, part: str) -> float | None:
         return self.client.zscore(ACTIVE, part)

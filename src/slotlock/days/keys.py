@@ -69,6 +69,11 @@ def calendar_revisions_key(calendar_id: str) -> str:
     return f"{PREFIX}:cal:{calendar_id}:revisions"
 
 
+def webhook_secret_key(calendar_id: str) -> str:
+    """The calendar's webhook signing secret: beside the calendar, never inside its JSON."""
+    return f"{PREFIX}:cal:{calendar_id}:webhook-secret"
+
+
 def idempotency_key(actor: str, key: str) -> str:
     return f"{PREFIX}:idem:{actor}:{key}"
 
@@ -144,5 +149,11 @@ def user_key(name: str) -> str:
 
 
 def token_key(token_id: str) -> str:
-    """Hash: the user an API token belongs to and the sha256 of the token's secret part."""
+    """Hash: the user an API token belongs to, the sha256 of the token's secret part,
+    created_at and (optional) expires_at; a token with an expiry also has the key's TTL."""
     return f"{PREFIX}:token:{token_id}"
+
+
+def user_tokens_key(name: str) -> str:
+    """Set: the ids of a user's API tokens (``slotlock token list``, removal of the user)."""
+    return f"{PREFIX}:user:{name}:tokens"

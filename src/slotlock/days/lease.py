@@ -86,6 +86,21 @@ class DayLease:
                             token=token)
         self.expires_at = started + self.ttl_ms / 1000
 
+    def queue_renew(self, pipe) -> None:
+        """Queue a renewal on a pipeline (many leases renewed in one round trip); read its
+        reply with :meth:`renewed`."""
+        if self.token is None:
+            raise LeaseLost("renew without a lease", day=self.keys.part)
+        self.scripts.queue(pipe, "lease_renew", [self.keys.lease], [self.value, self.ttl_ms])
+
+    def renewed(self, ok, started: float) -> bool:
+        """Apply a queued renewal's reply; False (and no token) if the lease was lost."""
+        if not int(ok):
+            self.token = None
+            return False
+        self.expires_at = started + self.ttl_ms / 1000
+        return True
+
     def release(self) -> bool:
         if self.token is None:
             return False

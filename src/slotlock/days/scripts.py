@@ -34,10 +34,42 @@ class Scripts:
     )
 
     def __init__(self, client: redis.Redis, *, unfenced_commit: bool = False):
+        self.client = client
         for name in self.NAMES:
             setattr(self, name, client.register_script(source(name)))
         if unfenced_commit:  # test-only broken build, see workers.lease_worker
             self.commit = client.register_script(unfenced(source("commit")))
+
+    def queue(self, pipe, name: str, keys: list, args: list) -> None:
+        """Queue ``EVALSHA`` of a script on a pipeline.
+
+        Unlike calling the script with ``client=pipe``, this does not make redis-py send a
+        ``SCRIPT EXISTS`` round trip before every such pipeline. If Redis lost its script
+        cache (a restart), the pipeline raises ``NoScriptError``: the caller runs
+        :meth:`load_all` and builds the pipeline again (see ``run_pipeline``).
+        """
+        pipe.evalsha(getattr(self, name).sha, len(keys), *keys, *args)
+
+    def load_all(self) -> None:
+        for name in self.NAMES:
+            script = getattr(self, name)
+            script.sha = self.client.script_load(script.script)
+        if getattr(self, "commit", None) is not None:
+            self.commit.sha = self.client.script_load(self.commit.script)
+
+    def run_pipeline(self, build) -> list:
+        """``build(pipe)`` queues commands (scripts through :meth:`queue`); execute them,
+        loading the scripts and building again once if Redis had lost them."""
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            build(pipe)
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                self.load_all()
+        raise AssertionError("unreachable")
 
 
 def unfenced(commit_source: str) -> str:

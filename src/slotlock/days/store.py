@@ -61,13 +61,12 @@ class DayStore:
         With an idempotency key, a retry is told the first command (and its outcome, if
         decided) only if it carries the same request ``fingerprint``.
         """
-        reply = self.scripts.submit(
-            keys=[keys.cmds, keys.idem, keys.state, keys.done],
-            args=[command_id, command_json, idempotency_key or "", backlog_limit, fingerprint],
-            client=pipe,
-        )
+        script_keys = [keys.cmds, keys.idem, keys.state, keys.done]
+        script_args = [command_id, command_json, idempotency_key or "", backlog_limit, fingerprint]
         if pipe is not None:
+            self.scripts.queue(pipe, "submit", script_keys, script_args)
             return None
+        reply = self.scripts.submit(keys=script_keys, args=script_args)
         return self.submitted(keys, command_id, reply)
 
     @staticmethod
@@ -83,6 +82,14 @@ class DayStore:
 
     def read_state(self, keys: DayKeys) -> StoredState:
         return _stored_state(self.client.hmget(keys.state, STATE_FIELDS))
+
+    def queue_read_commands(self, pipe, keys: DayKeys, after: str, count: int) -> None:
+        """Queue a read of up to ``count`` commands after ``after`` (see ``commands_of``)."""
+        pipe.xrange(keys.cmds, min=f"({after}", max="+", count=count)
+
+    @staticmethod
+    def commands_of(entries) -> list[tuple[str, str]]:
+        return [(entry_id, fields["c"]) for entry_id, fields in entries]
 
     def read_commands(self, keys: DayKeys, after: str, count: int) -> list[tuple[str, str]]:
         entries = self.client.xrange(keys.cmds, min=f"({after}", max="+", count=count)

@@ -6,6 +6,7 @@ the worker, the store and the web layer do not change.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,6 +26,8 @@ class Violation:
 
 Rule = Callable[[Day, Booking], "Violation | None"]
 
+# control (tabs, newlines, NUL), format (bidi overrides, zero-width), line/paragraph separators
+FORBIDDEN_IN_TITLES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 CONFLICTS_SHOWN = 5  # bookings given in full in a refusal (every outcome is stored: G8)
 CONFLICT_IDS_SHOWN = 50
 
@@ -59,8 +62,9 @@ def title_limits(day: Day, booking: Booking) -> Violation | None:
     title = booking.title
     if not title.strip() or len(title) > limit:
         return Violation("invalid", f"a title has 1 to {limit} characters", {"field": "title"})
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in title):
-        return Violation("invalid", "a title may not hold control characters", {"field": "title"})
+    if any(unicodedata.category(ch) in FORBIDDEN_IN_TITLES for ch in title):
+        return Violation("invalid", "a title may not hold control, format or line/paragraph "
+                         "separator characters", {"field": "title"})
     return None
 
 

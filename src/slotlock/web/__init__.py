@@ -12,12 +12,13 @@ from flask import Flask
 from flask_limiter import Limiter
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..config import Settings
 from ..days.keys import DEV_SECRET_KEY, RATE_LIMIT_PREFIX
-from ..redis_conn import connect
+from ..redis_conn import check_eviction_policy, connect
 from . import api, errors, health, ui
-from .auth import rate_limit_key
+from .auth import client_address_key, has_verified_token, verified_token_key
 from .services import Services
 
 log = logging.getLogger("slotlock.web")
@@ -26,9 +27,15 @@ log = logging.getLogger("slotlock.web")
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None) -> Flask:
     """Defaults, then the environment (``Settings()``), then ``test_config``."""
     settings = settings or Settings()
-    if settings.secret_key_generated:
+    _refuse_evicting_redis(settings)
+    if settings.secret_key_generated and settings.env == "development":
         settings = settings.model_copy(update={"secret_key": _shared_dev_secret(settings)})
     app = Flask(__name__)
+    if settings.trusted_proxies:
+        # Only the last N hops of X-Forwarded-For/-Proto/-Host/-Port are believed: what a
+        # client puts in front of them is ignored (see README, Security: behind a proxy).
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
@@ -44,6 +51,20 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     app.register_blueprint(api.bp)
     ui.init_app(app, settings, exempt=(api.bp, health.bp))
     return app
+
+
+def _refuse_evicting_redis(settings: Settings) -> None:
+    """A web process does not start on a Redis that may evict keys (``EvictingRedis``). If
+    Redis does not answer yet, the process starts (``/readyz`` says 503) and the lease
+    workers, which check too, refuse to apply anything on such a Redis."""
+    client = connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms)
+    try:
+        check_eviction_policy(client, allow=settings.allow_eviction)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        log.warning("Redis unreachable at start-up (%s); its maxmemory-policy is checked by "
+                    "the workers", exc)
+    finally:
+        client.close()
 
 
 def _seconds_to_reset(limiter: Limiter) -> int:
@@ -71,7 +92,11 @@ def _shared_dev_secret(settings: Settings) -> str:
 
 
 def _rate_limits(app: Flask, settings: Settings) -> Limiter:
-    """Per token, counted in Redis so that every gunicorn process shares the count.
+    """Counted in Redis so that every gunicorn process shares the count.
+
+    An API request with a verified token counts against that token
+    (``SLOTLOCK_RATE_LIMIT``); any other API request against its client address
+    (``SLOTLOCK_ANONYMOUS_RATE_LIMIT``): a made-up token never earns its own allowance.
 
     If Redis is unreachable the limiter lets the request through (``swallow_errors``)
     and the view answers 503 itself; a limiter must never turn an outage into a 500.
@@ -87,7 +112,7 @@ def _rate_limits(app: Flask, settings: Settings) -> Limiter:
         return response
 
     limiter = Limiter(
-        key_func=rate_limit_key,
+        key_func=client_address_key,
         storage_uri=settings.redis_url,
         storage_options={"socket_timeout": timeout, "socket_connect_timeout": min(timeout, 1.0),
                          "retry": Retry(NoBackoff(), 0)},
@@ -96,7 +121,10 @@ def _rate_limits(app: Flask, settings: Settings) -> Limiter:
         swallow_errors=True,
         key_prefix=RATE_LIMIT_PREFIX,
     )
-    limiter.limit(settings.rate_limit)(api.bp)
+    limiter.limit(settings.rate_limit, key_func=verified_token_key,
+                  exempt_when=lambda: not has_verified_token())(api.bp)
+    limiter.limit(settings.anonymous_rate_limit, key_func=client_address_key,
+                  exempt_when=has_verified_token)(api.bp)
     limiter.init_app(app)
     app.extensions["slotlock.limiter"] = limiter
     return limiter

@@ -159,7 +159,9 @@ def command_status(command_id: str):
         parse_command_id(command_id)
     except InvalidRequest as exc:
         raise ApiError(404, "not_found", str(exc), {"command_id": command_id}) from exc
-    status = client().status(command_id)
+    user = current_user()
+    # Another user's command is answered as if it did not exist: 404, never 403.
+    status = client().status(command_id, reader=user.name, admin=user.admin)
     if status is None:
         raise ApiError(404, "not_found", f"no command {command_id}", {"command_id": command_id})
     data = {"command_id": command_id, "status": status["status"]}

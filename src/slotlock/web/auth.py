@@ -1,11 +1,20 @@
-"""Bearer tokens for the JSON API; the user of the request lives in ``flask.g.user``."""
+"""Bearer tokens for the JSON API; the user of the request lives in ``flask.g.user``.
+
+Rate limits must never trust what a request merely claims: an API request counts
+against its token only once the token is verified (``verified_token_key``); every
+other request, and every sign-in, counts against the client address
+(``client_address_key``), which is the peer address unless ``SLOTLOCK_TRUSTED_PROXIES``
+says how many proxies in front may set X-Forwarded-For (werkzeug's ProxyFix).
+"""
 
 from __future__ import annotations
 
 from flask import current_app, g, request
 
-from ..users import TOKEN, User
+from ..users import TOKEN, USER_NAME, User
 from .errors import ApiError
+
+_UNCHECKED = object()
 
 
 def bearer_token() -> str | None:
@@ -16,15 +25,25 @@ def bearer_token() -> str | None:
     return token.strip()
 
 
+def token_user() -> User | None:
+    """The user of the request's bearer token, verified once per request (cached in g)."""
+    cached = g.get("token_user", _UNCHECKED)
+    if cached is _UNCHECKED:
+        token = bearer_token()
+        cached = None if token is None else current_app.extensions["slotlock"].users.authenticate(
+            token)
+        g.token_user = cached
+    return cached
+
+
 def authenticate() -> User:
     """Raise 401 unless the request carries the token of a known user."""
-    token = bearer_token()
-    if token is None:
+    if bearer_token() is None:
         raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <token>' "
                                             "(create one with: slotlock user add NAME)")
-    user = current_app.extensions["slotlock"].users.authenticate(token)
+    user = token_user()
     if user is None:
-        raise ApiError(401, "unauthorized", "unknown or revoked token")
+        raise ApiError(401, "unauthorized", "unknown, expired or revoked token")
     g.user = user
     return user
 
@@ -33,9 +52,21 @@ def current_user() -> User:
     return g.user
 
 
-def rate_limit_key() -> str:
-    """Rate limits count per token (its public id part), else per client address."""
-    match = TOKEN.match(bearer_token() or "")
-    if match:
-        return f"token:{match.group(1)}"
+def client_address_key() -> str:
     return f"addr:{request.remote_addr or '-'}"
+
+
+def verified_token_key() -> str:
+    """Per token id, for a request whose token is verified (the limit is exempt otherwise)."""
+    match = TOKEN.match(bearer_token() or "")
+    return f"token:{match.group(1)}" if match else client_address_key()
+
+
+def has_verified_token() -> bool:
+    return token_user() is not None
+
+
+def sign_in_user_key() -> str:
+    """Per user name typed into the sign-in form, whatever the address (per-account backoff)."""
+    name = request.form.get("username", "")
+    return f"signin-user:{name if USER_NAME.match(name) else '-'}"

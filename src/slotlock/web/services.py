@@ -9,6 +9,28 @@ from ..config import Settings
 from ..users import Users
 
 
+class WebClient(Client):
+    """The core client with a cap on how many of this process's threads wait for an outcome.
+
+    A web thread blocked on a reply is a thread nobody else gets; without a cap a burst
+    of bookings for a day whose worker is slow takes every thread, and even ``/readyz``
+    waits. Past ``SLOTLOCK_MAX_REPLY_WAITS`` waiting threads a request reads the outcome
+    once and, if it is not there yet, answers 202 with its status URL at once.
+    """
+
+    def __init__(self, settings: Settings, **kwargs):
+        super().__init__(settings, **kwargs)
+        self.waits = threading.BoundedSemaphore(settings.max_reply_waits)  # 0: nobody waits
+
+    def wait(self, command_id: str, wait_ms: int):
+        if wait_ms <= 0 or not self.waits.acquire(blocking=False):
+            return super().wait(command_id, 0)
+        try:
+            return super().wait(command_id, wait_ms)
+        finally:
+            self.waits.release()
+
+
 class Services:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -21,11 +43,12 @@ class Services:
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = Client(self.settings)
+                    self._client = WebClient(self.settings)
         return self._client
 
     @property
     def users(self) -> Users:
         if self._users is None:
-            self._users = Users(self.client.redis)
+            self._users = Users(self.client.redis,
+                                max_hashes=self.settings.max_concurrent_hashes)
         return self._users

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from ..model import Accepted, Calendar, Day, Rejected, decide, evolve
 from ..model.booking import Booking
@@ -14,6 +15,12 @@ from ..model.outcomes import BookingCancelled
 from ..model.timeutil import from_epoch_ms, rfc3339
 
 log = logging.getLogger("slotlock.worker")
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON (orjson: UTF-8, no spaces; what ``json.dumps(separators=(",", ":"),
+    ensure_ascii=False)`` writes)."""
+    return orjson.dumps(value).decode()
 
 
 def stream_time(stream_id: str):
@@ -34,8 +41,33 @@ class Batch:
     events: list[str] = field(default_factory=list)  # outbox entries
     accepted: int = 0
 
-    def bookings_json(self) -> str:
-        return json.dumps(self.day.bookings_dicts(), separators=(",", ":"))
+    def bookings_json(self, memo: JsonMemo | None = None) -> str:
+        if memo is not None:
+            return memo.bookings_json(self.day)
+        return dumps(self.day.bookings_dicts())
+
+
+class JsonMemo:
+    """The committed bookings' JSON, kept per booking so that a commit serialises only the
+    bookings it adds (a day's state is written whole on every commit). Bookings are frozen
+    and ``evolve`` keeps the objects it does not touch, so identity says unchanged."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, tuple[Booking, str, str]] = {}
+
+    def bookings_json(self, day: Day) -> str:
+        tz = day.calendar.tz
+        zone = day.calendar.timezone
+        kept: dict[str, tuple[Booking, str, str]] = {}
+        parts = []
+        for booking in day.bookings:
+            cached = self._by_id.get(booking.id)
+            if cached is None or cached[0] is not booking or cached[1] != zone:
+                cached = (booking, zone, dumps(booking.to_dict(tz)))
+            kept[booking.id] = cached
+            parts.append(cached[2])
+        self._by_id = kept
+        return "[" + ",".join(parts) + "]"
 
 
 def event_record(part: str, stream_id: str, outcome: Accepted, tz) -> dict[str, Any]:
@@ -61,9 +93,9 @@ def apply_entries(day: Day, cursor: str, entries: list[tuple[str, str]], part: s
         now = stream_time(stream_id)
         data = None
         try:
-            data = json.loads(raw)
+            data = orjson.loads(raw)
             command = command_from_dict(data)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
             command_id = data.get("command_id") if isinstance(data, dict) else None
             outcome = Rejected(command_id or f"unreadable-{stream_id}", "invalid",
                                f"unreadable command: {exc}")
@@ -82,11 +114,11 @@ def apply_entries(day: Day, cursor: str, entries: list[tuple[str, str]], part: s
             batch.day = evolve(batch.day, outcome.event)
             batch.accepted += 1
             if with_events:
-                batch.events.append(json.dumps(event_record(part, stream_id, outcome, tz)))
+                batch.events.append(dumps(event_record(part, stream_id, outcome, tz)))
         record = outcome.to_dict(tz)
         record["kind"] = kind
         record["stream_id"] = stream_id
         record["rules_revision"] = revision
-        batch.outcomes.append((outcome.command_id, json.dumps(record, separators=(",", ":"))))
+        batch.outcomes.append((outcome.command_id, dumps(record)))
         batch.cursor = stream_id
     return batch

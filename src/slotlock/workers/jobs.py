@@ -32,7 +32,8 @@ from datetime import UTC, date, datetime, timedelta
 import redis
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
-from rq.worker import HerokuWorker
+from rq.serializers import JSONSerializer
+from rq.worker import HerokuWorker, Worker
 
 from ..catalog import Catalog
 from ..config import Settings
@@ -44,6 +45,9 @@ from . import audit, notify, retention
 log = logging.getLogger("slotlock.jobs")
 
 QUEUE = "slotlock"
+# Jobs are stored as JSON, never pickle: whoever can write to Redis must not be able to
+# make a jobs process run code. Every job argument and result is a str, list or dict.
+SERIALIZER = JSONSerializer
 
 
 # -- the process's connections (rebuilt after a fork: the work horse gets its own) ------------
@@ -88,7 +92,11 @@ def context() -> Context:
 
 def queue(ctx: Context | None = None) -> Queue:
     ctx = ctx or context()
-    return Queue(QUEUE, connection=ctx.rq)
+    return Queue(QUEUE, connection=ctx.rq, serializer=SERIALIZER)
+
+
+def make_worker(ctx: Context, worker_class: type[Worker] = HerokuWorker, **kwargs) -> Worker:
+    return worker_class([queue(ctx)], connection=ctx.rq, serializer=SERIALIZER, **kwargs)
 
 
 # -- the jobs (module-level functions: rq enqueues them by name) ------------------------------
@@ -134,8 +142,11 @@ def outbox_sweep_job() -> dict:
 
 def retention_job() -> dict:
     ctx = context()
+    since = int((time.time() - 2 * ctx.settings.retention_interval_s) * 1000)
     results = retention.run_retention(ctx.client, ctx.settings.retention_days,
-                                      ctx.settings.idempotency_ttl_s)
+                                      ctx.settings.idempotency_ttl_s,
+                                      compact_after=ctx.settings.compact_after,
+                                      busy_since_ms=since)
     return {"days": len(results),
             "retained": [r.day for r in results if r.status == "retained"]}
 
@@ -266,7 +277,7 @@ def run(settings: Settings, *, burst: bool = False) -> int:
     try:
         while True:
             name = f"slotlock-jobs-{settings.worker_id}" + (f"-{generation}" if generation else "")
-            worker = HerokuWorker([queue(ctx)], connection=ctx.rq, name=name)
+            worker = make_worker(ctx, name=name)
             try:
                 worker.work(with_scheduler=True, burst=burst,
                             logging_level=os.environ.get("SLOTLOCK_LOG_LEVEL", "INFO").upper())

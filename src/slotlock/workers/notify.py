@@ -23,8 +23,6 @@ import json
 import logging
 import secrets
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -35,15 +33,16 @@ import redis
 from ..catalog import Catalog
 from ..config import Settings
 from ..days.keys import (
+    DAYS,
     OUTBOX_DAYS,
     DayKeys,
-    day_key_pattern,
     delivered_key,
-    partition_of,
     publish_lock_key,
     split_partition,
 )
 from ..days.scripts import Scripts
+from ..webhooks import Policy, WebhookRefused, redact, secret_of
+from . import delivery
 
 log = logging.getLogger("slotlock.notify")
 
@@ -54,12 +53,14 @@ MAX_EVENTS_PER_RUN = 1000
 
 
 class DeliveryFailed(Exception):
-    """A webhook did not take an event (network error or non-2xx); the job is retried."""
+    """A webhook did not take an event (refused URL, network error, non-2xx, redirect,
+    deadline passed, no secret); the job is retried and the event stays in the outbox."""
 
-    def __init__(self, event_id: str, url: str, reason: str):
-        super().__init__(f"event {event_id} to {url}: {reason}")
+    def __init__(self, event_id: str, url: str | None, reason: str):
+        super().__init__(f"event {event_id} to {redact(url)}: {reason}")
         self.event_id = event_id
-        self.url = url
+        self.url = redact(url)
+        self.reason = reason
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:
@@ -87,17 +88,16 @@ def verify(secret: str, header: str, body: bytes, *, tolerance_s: int = 300,
 Poster = Callable[[str, bytes, dict[str, str], float], None]
 
 
-def http_post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> None:
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        raise DeliveryFailed(headers[EVENT_ID_HEADER], url, f"HTTP {exc.code}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise DeliveryFailed(headers[EVENT_ID_HEADER], url, str(exc)) from exc
-    if not 200 <= status < 300:
-        raise DeliveryFailed(headers[EVENT_ID_HEADER], url, f"HTTP {status}")
+def http_poster(policy: Policy) -> Poster:
+    """The real POST (``workers/delivery.py``): https, public addresses, no redirects."""
+
+    def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> None:
+        try:
+            delivery.post(url, body, headers, timeout, policy)
+        except (delivery.PostFailed, WebhookRefused) as exc:
+            raise DeliveryFailed(headers[EVENT_ID_HEADER], url, str(exc)) from None
+
+    return post
 
 
 @cache
@@ -118,7 +118,7 @@ class Publisher:
     def __init__(self, client: redis.Redis, settings: Settings, post: Poster | None = None):
         self.client = client
         self.settings = settings
-        self.post = post or http_post
+        self.post = post or http_poster(Policy.for_env(settings.env))
         self.scripts = Scripts(client)
         self.ack = client.register_script(_ack_source())
         self.catalog = Catalog(client)
@@ -154,10 +154,11 @@ class Publisher:
                 return
             calendar = self.catalog.find(calendar_id)
             url = calendar.webhook_url if calendar else None
+            secret = secret_of(self.client, calendar_id) if url else None
             done: list[str] = []
             try:
                 for raw in entries:
-                    self._deliver(raw, url, result)
+                    self._deliver(raw, url, secret, result)
                     done.append(raw)
                     self.scripts.lease_renew(keys=[lock], args=[token, self.lock_ms])
             finally:
@@ -165,7 +166,8 @@ class Publisher:
                     self.ack(keys=[keys.outbox], args=done)
             handled += len(entries)
 
-    def _deliver(self, raw: str, url: str | None, result: PublishResult) -> None:
+    def _deliver(self, raw: str, url: str | None, secret: str | None,
+                 result: PublishResult) -> None:
         event = json.loads(raw)
         event_id = event["event_id"]
         marker = delivered_key(event_id)
@@ -177,17 +179,21 @@ class Publisher:
             log.info("event %s dropped: calendar %s has no webhook", event_id,
                      event.get("calendar"))
             return
+        if not secret:
+            raise DeliveryFailed(event_id, url, f"calendar {event.get('calendar')} has no webhook "
+                                 "secret; make one with `slotlock calendar put "
+                                 f"{event.get('calendar')} --rotate-webhook-secret`")
         body = raw.encode()
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "slotlock-webhook/1",
             EVENT_ID_HEADER: event_id,
-            SIGNATURE_HEADER: sign(self.settings.signing_secret, body, int(time.time())),
+            SIGNATURE_HEADER: sign(secret, body, int(time.time())),
         }
         self.post(url, body, headers, self.settings.webhook_timeout_s)
         self.client.set(marker, "1", ex=self.settings.notify_dedup_ttl_s)
         result.delivered += 1
-        log.info("event %s delivered to %s", event_id, url)
+        log.info("event %s delivered to %s", event_id, redact(url))
 
 
 # -- finding days with events -----------------------------------------------------------------
@@ -196,15 +202,30 @@ def days_with_events(client: redis.Redis) -> list[tuple[str, float]]:
     return client.zrange(OUTBOX_DAYS, 0, 9_999, withscores=True)
 
 
-def sweep_outboxes(client: redis.Redis) -> int:
-    """Index every non-empty outbox: the safety net for a hint lost in a crash."""
+def sweep_outboxes(client: redis.Redis, chunk: int = 1000) -> int:
+    """Index every non-empty outbox: the safety net for a hint lost in a crash.
+
+    Walks ``sl:days`` (written by submitters before a day's first command, so it holds
+    every day that can have events) with one pipelined ``LLEN`` per day, ``chunk`` days a
+    round trip: no keyspace SCAN.
+    """
     found = 0
-    for key in client.scan_iter(match=day_key_pattern("outbox"), count=1000, _type="list"):
-        if client.llen(key):
-            part = partition_of(key, "outbox")
-            client.zincrby(OUTBOX_DAYS, 1, part)
-            found += 1
-    return found
+    start = 0
+    while True:
+        parts = client.zrange(DAYS, start, start + chunk - 1)
+        if not parts:
+            return found
+        pipe = client.pipeline(transaction=False)
+        for part in parts:
+            pipe.llen(DayKeys(part).outbox)
+        waiting = [p for p, n in zip(parts, pipe.execute()) if int(n)]
+        if waiting:
+            pipe = client.pipeline(transaction=False)
+            for part in waiting:
+                pipe.zincrby(OUTBOX_DAYS, 1, part)
+            pipe.execute()
+            found += len(waiting)
+        start += chunk
 
 
 def outbox_head(client: redis.Redis, part: str) -> str | None:

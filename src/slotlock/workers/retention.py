@@ -1,6 +1,7 @@
 """Retention: keep Redis small without breaking the audit of the days it keeps.
 
-For a day older than ``SLOTLOCK_RETENTION_DAYS`` the job first audits it; only a clean
+For a day older than ``SLOTLOCK_RETENTION_DAYS``, and for a day changed lately whose stream
+holds more than ``SLOTLOCK_COMPACT_AFTER`` entries (whatever its date), the job first audits it; only a clean
 day is retained: its replayed state at the committed cursor becomes the day's snapshot
 (``sl:{P}:snapshot``) and the applied commands up to that cursor are trimmed from the
 stream (``retain.lua``). The audit then starts from the snapshot. A day with findings
@@ -22,7 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 import redis
 
 from ..catalog import Catalog
-from ..days.keys import DayKeys
+from ..days.keys import CHANGED, DayKeys
 from ..days.scripts import Scripts
 from .audit import START, audit_and_record, known_days
 
@@ -92,10 +93,27 @@ def prune(scripts: Scripts, keys: DayKeys, now_ms: int, idempotency_ttl_s: int
     return int(outcomes), int(idempotency)
 
 
+def busy_days(client: redis.Redis, compact_after: int, since_ms: int) -> list[str]:
+    """Days committed to since ``since_ms`` whose stream holds more than ``compact_after``
+    entries (the index of recently changed days, never a SCAN)."""
+    parts = client.zrangebyscore(CHANGED, since_ms, "+inf")
+    if not parts:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for part in parts:
+        pipe.xlen(DayKeys(part).cmds)
+    return [p for p, n in zip(parts, pipe.execute()) if int(n) > compact_after]
+
+
 def run_retention(client: redis.Redis, retention_days: int, idempotency_ttl_s: int,
-                  today: date | None = None, now_ms: int | None = None) -> list[Retained]:
+                  today: date | None = None, now_ms: int | None = None,
+                  compact_after: int | None = None, busy_since_ms: int = 0) -> list[Retained]:
     today = today or datetime.now(UTC).date()
     catalog = Catalog(client)
+    parts = old_days(client, cutoff(today, retention_days))
+    if compact_after is not None:
+        old = set(parts)
+        parts += [p for p in busy_days(client, compact_after, busy_since_ms) if p not in old]
     return [retain_day(client, part, idempotency_ttl_s=idempotency_ttl_s, catalog=catalog,
                        now_ms=now_ms)
-            for part in old_days(client, cutoff(today, retention_days))]
+            for part in parts]

@@ -1,11 +1,12 @@
-"""Who is signed in: the user name lives in the signed session cookie; the user record
-(and so the admin flag) is read again on every request, so a removed user is out at once."""
+"""Who is signed in: the user name and the user's session epoch live in the signed session
+cookie; the user record (admin flag, epoch) is read again on every request, so a removed
+user, or one whose password changed, is out at once."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import current_app, g, session
+from flask import current_app, g, request, session
 
 from ...users import User
 
@@ -17,6 +18,8 @@ def users():
 def load_user() -> User | None:
     name = session.get("user")
     user = users().get(name) if isinstance(name, str) else None
+    if user is not None and session.get("epoch") != user.session:
+        user = None  # signed in before a password change, or before a removal
     if user is None and name is not None:
         session.clear()
     g.ui_user = user
@@ -24,12 +27,23 @@ def load_user() -> User | None:
 
 
 def sign_in(name: str, password: str) -> User | None:
+    """The user, or None for a wrong name or password; HashCapacity when too busy."""
     user = users().check_password(name, password)
     if user is not None:
         session.clear()  # nothing from before sign-in survives it (CSRF token included)
         session["user"] = user.name
+        session["epoch"] = user.session
         session.permanent = True
     return user
+
+
+def ui_user_key() -> str:
+    """Rate-limit key of a UI form post: the signed-in user (the session cookie is signed,
+    so it cannot be made up), else the client address."""
+    name = session.get("user")
+    if isinstance(name, str) and name:
+        return f"ui-user:{name}"
+    return f"addr:{request.remote_addr or '-'}"
 
 
 def sign_out() -> None:

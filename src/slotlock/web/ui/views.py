@@ -31,6 +31,7 @@ from ...errors import Backpressure, InvalidRequest, UnknownCalendar
 from ...ids import parse_booking_id, parse_command_id
 from ...model import Calendar
 from ...model.timeutil import parse_instant
+from ...users import HashCapacity
 from . import auth, grid
 from .forms import BookingForm, ConfirmForm, SignInForm
 
@@ -77,7 +78,12 @@ def sign_in():
         if auth.load_user() is not None:
             return redirect(form.next.data or url_for("ui.index"))
     if form.validate_on_submit():
-        if auth.sign_in(form.username.data, form.password.data) is not None:
+        try:
+            user = auth.sign_in(form.username.data, form.password.data)
+        except HashCapacity as exc:
+            page, status = error_page(503, "Busy", f"{exc}.")
+            return page, status, {"Retry-After": "1"}
+        if user is not None:
             flash(f"Signed in as {form.username.data}.", "success")
             return redirect(auth.safe_next(form.next.data) or url_for("ui.index"), 303)
         form.password.errors.append("Wrong user name or password.")
@@ -301,8 +307,9 @@ def command(command_id: str):
         calendar_id, when = parse_command_id(command_id)
     except InvalidRequest:
         abort(404)
-    status = client().status(command_id)
-    if status is None:
+    user = auth.current()
+    status = client().status(command_id, reader=user.name, admin=user.admin)
+    if status is None:  # unknown, or another user's: the same answer
         abort(404, "There is no such request.")
     calendar = client().catalog.get(calendar_id)
     day_url = url_for("ui.day", calendar_id=calendar.id, day=when.isoformat())

@@ -1,4 +1,4 @@
-"""``slotlock user add`` and ``slotlock up`` (everything on one machine)."""
+"""Development: ``slotlock up`` (everything on one machine). ``chaos`` is in ``chaos_cmds.py``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from ..config import redacted_url
 from ..embedded import RedisServer, reachable
 from ..users import Users
 from .core import main, redis_or_exit, settings_or_exit
@@ -24,33 +25,6 @@ GUNICORN_OPTIONS = ["--worker-class", "gthread", "--workers", "2", "--threads", 
                     "--graceful-timeout", "20", "--timeout", "30"]
 DEMO_USER = "demo"
 STOP_TIMEOUT_S = 25.0
-
-
-@main.group()
-def user() -> None:
-    """Users and their API tokens."""
-
-
-@user.command("add")
-@click.argument("name")
-@click.option("--admin", is_flag=True, help="May cancel anybody's bookings.")
-@click.option("--password-stdin", is_flag=True,
-              help="Read a password for the web UI from standard input.")
-def user_add(name: str, admin: bool, password_stdin: bool) -> None:
-    """Create user NAME (or update it) and print a new API token as the last line."""
-    settings = settings_or_exit()
-    users = Users(redis_or_exit(settings))
-    password = None
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    existed = users.get(name) is not None
-    try:
-        users.add(name, admin=admin, password=password)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"user {name} {'updated' if existed else 'created'}"
-               f"{' (admin)' if admin else ''}; API token:")
-    click.echo(users.issue_token(name))
 
 
 class Stack:
@@ -105,20 +79,33 @@ def _wait_ready(url: str, stack: Stack, timeout: float = 30.0) -> None:
 @main.command()
 @click.option("--data-dir", default=".slotlock/redis", show_default=True,
               help="Data folder of the embedded Redis (used when REDIS_URL is unreachable).")
-def up(data_dir: str) -> None:
-    """Run web, lease worker (and jobs) on this machine until Ctrl-C."""
-    settings = settings_or_exit()
+@click.option("--reuse-redis", is_flag=True,
+              help="Run on the Redis of REDIS_URL when it answers, and create (or reset) the "
+                   "admin user 'demo' there. Without it, an answering REDIS_URL is refused.")
+def up(data_dir: str, reuse_redis: bool) -> None:
+    """Run web, lease worker (and jobs) on this machine until Ctrl-C, in development mode."""
+    settings = settings_or_exit(env="development")
     env = dict(os.environ)
+    env["SLOTLOCK_ENV"] = "development"
     env.setdefault("SECRET_KEY", secrets.token_hex(32))  # one key for all web processes
     env.setdefault("REDIS_URL", settings.redis_url)
     server: RedisServer | None = None
+    shown = redacted_url(settings.redis_url)
     if reachable(settings.redis_url):
-        click.echo(f"Redis: {settings.redis_url}")
+        if not reuse_redis:
+            raise click.ClickException(
+                f"Redis at {shown} answers, and slotlock up did not start it: it would create "
+                f"or reset the admin user {DEMO_USER!r} there. Pass --reuse-redis to do that, "
+                "or set REDIS_URL to an address where nothing listens to get a private Redis.")
+        click.echo(f"Redis: {shown}")
     else:
-        server = RedisServer(Path(data_dir), appendonly=True, appendfsync="everysec").start()
+        # A password of its own, never printed: only the processes started here know it.
+        server = RedisServer(Path(data_dir), appendonly=True, appendfsync="everysec",
+                             password=secrets.token_urlsafe(24)).start()
         env["REDIS_URL"] = server.url
-        click.echo(f"Redis: {settings.redis_url} unreachable; started an embedded server at "
-                   f"{server.url} (data in {data_dir}, AOF on; pid {server.process.pid})")
+        click.echo(f"Redis: {shown} unreachable; started an embedded server at "
+                   f"{redacted_url(server.url)} (password protected; data in {data_dir}, AOF on; "
+                   f"pid {server.process.pid})")
     stack = Stack()
     stopping: list[int] = []
 

@@ -1,0 +1,1 @@
+"""The conventional stack of the HTTP benchmark: Flask + PostgreSQL ``EXCLUDE USING gist``."""

@@ -1,0 +1,101 @@
+"""Operations: the Procfile processes (``worker``, ``migrate``) and ``status``.
+
+``jobs`` and ``audit`` live in ``jobs_cmds.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from .. import logs
+from ..catalog import Catalog
+from ..days.index import WorkIndex
+from ..days.keys import ACTIVE, DAYS, WORKERS, DayKeys, worker_alive_key
+from ..days.store import DayStore
+from .core import main, redis_or_exit, settings_or_exit
+
+
+@main.command()
+def worker() -> None:
+    """Run a lease worker: applies the commands of the days it holds, serially per day."""
+    from ..workers.lease_worker import LeaseWorker
+
+    logs.setup("worker")
+    settings = settings_or_exit()
+    sys.exit(LeaseWorker(settings).work())
+
+
+@main.command()
+def migrate() -> None:
+    """Idempotent set-up: the default calendar 'main'; index and zone locks of older data."""
+    settings = settings_or_exit()
+    client = redis_or_exit(settings)
+    catalog = Catalog(client)
+    calendar, created = catalog.ensure_default(settings.default_timezone)
+    click.echo(f"calendar {calendar.id}: {'created' if created else 'present'} "
+               f"(time zone {calendar.timezone}, revision {calendar.revision})")
+    added = WorkIndex(client).backfill_days()
+    if added:
+        click.echo(f"index of days: {added} day(s) added")
+    in_use = set(client.zrange(DAYS, 0, -1)) | set(client.zrange(ACTIVE, 0, -1))
+    for calendar_id in catalog.lock_zones_in_use(in_use):
+        click.echo(f"calendar {calendar_id}: in use, time zone locked")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """Leases, holders, backlog per day, workers."""
+    settings = settings_or_exit()
+    client = redis_or_exit(settings)
+    store = DayStore(client)
+    workers = []
+    for worker_id, raw in sorted(client.hgetall(WORKERS).items()):
+        info = json.loads(raw)
+        info["alive"] = bool(client.exists(worker_alive_key(worker_id)))
+        workers.append(info)
+    days = []
+    for part, _score in client.zrange(ACTIVE, 0, 999, withscores=True):
+        keys = DayKeys(part)
+        state = store.read_state(keys)
+        lease = client.get(keys.lease)
+        days.append({
+            "day": part,
+            "backlog": state.pending,
+            "version": state.version,
+            "lease": lease,
+            "lease_ms_left": client.pttl(keys.lease) if lease else None,
+        })
+    # -- findings of the audit (issue 6) --
+    from ..workers.audit import list_findings
+
+    findings = list_findings(client)
+    # -- end findings --
+    if as_json:
+        click.echo(json.dumps({"workers": workers, "days": days, "findings": findings},
+                              indent=2))
+        return
+    now = time.time()
+    click.echo(f"workers ({sum(w['alive'] for w in workers)} alive):")
+    for w in workers:
+        if not w["alive"] and now - w.get("seen_at", 0) > 3600:
+            continue
+        stats = " ".join(f"{k}={v}" for k, v in sorted(w.get("stats", {}).items()))
+        click.echo(f"  {w['id']:<32} {'alive' if w['alive'] else 'gone ':<6} "
+                   f"days={len(w.get('days', {}))} {stats}")
+    click.echo(f"days with work ({len(days)}):")
+    for d in days:
+        holder = d["lease"] or "-"
+        click.echo(f"  {d['day']:<32} backlog={d['backlog']:<6} version={d['version']:<6} "
+                   f"lease={holder}")
+    # -- findings of the audit (issue 6) --
+    click.echo(f"audit findings ({len(findings)} day(s)):")
+    for item in findings:
+        click.echo(f"  {item['day']:<32} audited {item['audited_at']}")
+        for f in item["findings"]:
+            click.echo(f"    [{f['code']}] {f['message']}")
+    # -- end findings --

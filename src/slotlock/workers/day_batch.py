@@ -1,0 +1,119 @@
+"""One batch of one day: load, decide, fenced commit, tell the jobs.
+
+The step the lease worker runs for each day it holds that has work. Reads go through the
+day store, the catalog and the work index; the decision is the pure ``apply_entries``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+
+import redis
+
+from ..catalog import Catalog
+from ..config import Settings
+from ..days.index import WorkIndex
+from ..days.keys import split_partition
+from ..days.store import DayStore
+from ..errors import CursorMismatch, FenceRejected
+from ..model import Calendar
+from .applier import apply_entries, load_day
+from .failpoints import Failpoints
+from .leases import LeaseBook, OwnedDay
+
+log = logging.getLogger("slotlock.worker")
+
+NOTE_EVERY_S = 1.0  # at most this often per day: tell the jobs of its commits
+
+
+class DayBatches:
+    def __init__(self, settings: Settings, client: redis.Redis, store: DayStore,
+                 catalog: Catalog, index: WorkIndex, leases: LeaseBook, failpoints: Failpoints,
+                 stats: Counter, seen_scores: dict[str, float]):
+        self.settings = settings
+        self.client = client
+        self.store = store
+        self.catalog = catalog
+        self.index = index
+        self.leases = leases
+        self.failpoints = failpoints
+        self.stats = stats
+        self.seen_scores = seen_scores
+
+    def process(self, part: str, owned: OwnedDay) -> int:
+        """Decide and commit the next batch of ``part``; the number of commands applied."""
+        calendar_id, day = split_partition(part)
+        keys = owned.keys
+        if owned.day is None:
+            calendar = self.catalog.find(calendar_id)
+            if calendar is None:
+                log.error("commands for unknown calendar %s; leaving them queued", calendar_id)
+                owned.dirty = False
+                return 0
+            state = self.store.read_state(keys)
+            owned.day = load_day(calendar, day, state.bookings, state.version)
+            owned.cursor = state.cursor
+            owned.calendar_raw = None
+        pipe = self.client.pipeline(transaction=False)
+        self.catalog.queue_raw(pipe, calendar_id)
+        # the day's score in the index of days with work, read *before* the stream: every
+        # later command bumps it after its append, so the sweep marks the day dirty again
+        # only if something came after this read (no empty re-reads for what we took here)
+        self.index.queue_score(pipe, part)
+        self.store.queue_read_commands(pipe, keys, owned.cursor, self.settings.batch_size)
+        calendar_raw, score, entries = pipe.execute()
+        if score is not None:
+            self.seen_scores[part] = score
+        if not entries:
+            owned.dirty = False
+            return 0
+        if calendar_raw and calendar_raw != owned.calendar_raw:
+            owned.day = owned.day.with_calendar(Calendar.from_dict(Catalog.parse(calendar_raw)))
+            owned.calendar_raw = calendar_raw
+        batch = apply_entries(owned.day, owned.cursor, DayStore.commands_of(entries), part,
+                              with_events=bool(owned.day.calendar.webhook_url))
+        self.failpoints.before_commit(part, owned.lease.token)
+        try:
+            self.store.commit(owned.lease, owned.cursor, batch.cursor,
+                              batch.bookings_json(owned.json_memo), batch.day.version,
+                              batch.outcomes, batch.events, self.settings.reply_ttl_ms)
+        except FenceRejected as exc:
+            self.stats["fence_refusals"] += 1
+            log.warning("FENCED: %s; dropping the day, nothing of this batch was written", exc)
+            self.leases.drop(part)
+            return 0
+        except CursorMismatch as exc:
+            self.stats["cursor_refusals"] += 1
+            log.warning("refused: %s; reading the day again", exc)
+            owned.day = None
+            return 0
+        self.failpoints.after_commit(part, owned.lease.token)
+        self.note_commit(part, owned, bool(batch.events))
+        owned.day = batch.day
+        owned.cursor = batch.cursor
+        owned.last_work = time.monotonic()
+        owned.dirty = len(entries) >= self.settings.batch_size
+        self.stats["commits"] += 1
+        self.stats["commands"] += len(entries)
+        self.stats["accepted"] += batch.accepted
+        return len(entries)
+
+    def note_commit(self, part: str, owned: OwnedDay, had_events: bool) -> None:
+        """Tell the background jobs about a commit: after it, like submitters do.
+
+        ``sl:days:changed`` (the audit of recent days, compaction) is told at most once a
+        second per day: its readers look back over minutes. A day with webhook events is
+        told at once. Not atomic with the commit (global keys stay out of day scripts): a
+        crash right here loses only the hint; the outbox sweep and the nightly audit (by
+        ``sl:days``, which the submitter wrote) find the day anyway.
+        """
+        now = time.monotonic()
+        if not had_events and now - owned.noted_at < NOTE_EVERY_S:
+            return
+        owned.noted_at = now
+        try:
+            self.index.note_commit(part, int(time.time() * 1000), had_events)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("could not note commit of %s for the jobs (%s)", part, exc)

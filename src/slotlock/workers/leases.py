@@ -1,0 +1,113 @@
+"""The days one worker holds: acquire, renew (one round trip a tick), let go.
+
+Each day's lease is a :class:`~slotlock.days.lease.DayLease`; this book keeps them, with
+the committed state the worker caches for each day while it holds it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import redis
+
+from ..days.keys import DayKeys
+from ..days.lease import DayLease
+from ..days.scripts import Scripts
+from ..model import Day
+from .applier import JsonMemo
+
+log = logging.getLogger("slotlock.worker")
+
+
+@dataclass
+class OwnedDay:
+    keys: DayKeys
+    lease: DayLease
+    day: Day | None = None  # cached committed state; None: read it again before deciding
+    cursor: str = "0-0"
+    dirty: bool = True
+    renew_at: float = 0.0
+    last_work: float = 0.0
+    calendar_raw: str | None = None
+    json_memo: JsonMemo = field(default_factory=JsonMemo)
+    noted_at: float = 0.0  # when the jobs were last told of a commit of this day
+
+
+class LeaseBook:
+    def __init__(self, client: redis.Redis, scripts: Scripts, holder: str, ttl_ms: int,
+                 renew_interval_ms: int, stats: Counter):
+        self.client = client
+        self.scripts = scripts
+        self.holder = holder
+        self.ttl_ms = ttl_ms
+        self.renew_s = renew_interval_ms / 1000
+        self.stats = stats
+        self.owned: dict[str, OwnedDay] = {}
+        self.retry_at: dict[str, float] = {}  # days held by others: when their lease may lapse
+
+    def try_acquire(self, part: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        keys = DayKeys(part)
+        lease = DayLease(self.client, self.scripts, keys, self.holder, self.ttl_ms)
+        if not lease.acquire():
+            # try again just after the holder's lease would lapse
+            self.retry_at[part] = now + (lease.retry_in_ms + 5) / 1000
+            return False
+        self.retry_at.pop(part, None)
+        self.stats["acquired"] += 1
+        self.owned[part] = OwnedDay(keys, lease, renew_at=now + self.renew_s, last_work=now)
+        log.info("acquired %s with token %d", part, lease.token)
+        return True
+
+    def renew_due(self, now: float) -> None:
+        """Renew every lease that is due, all in one pipelined round trip; drop those lost."""
+        due = [(part, owned) for part, owned in self.owned.items() if owned.renew_at <= now]
+        if not due:
+            return
+        started = time.monotonic()
+        pipe = self.client.pipeline(transaction=False)
+        for _, owned in due:
+            owned.lease.queue_renew(pipe)
+        try:
+            results = pipe.execute()
+        except redis.exceptions.NoScriptError:
+            self.scripts.load_all()
+            raise
+        for (part, owned), ok in zip(due, results):
+            if owned.lease.renewed(ok, started):
+                owned.renew_at = now + self.renew_s
+                self.stats["renewals"] += 1
+            else:
+                self.stats["leases_lost"] += 1
+                log.warning("lost lease of %s: expired or passed to another worker", part)
+                self.drop(part)
+
+    def next_renewal(self) -> float | None:
+        return min((o.renew_at for o in self.owned.values()), default=None)
+
+    def drop(self, part: str, retry_in_s: float = 0.0) -> OwnedDay | None:
+        """Forget a day (its lease is gone or given up); try it again after ``retry_in_s``."""
+        self.retry_at[part] = time.monotonic() + retry_in_s if retry_in_s else 0.0
+        return self.owned.pop(part, None)
+
+    def release(self, part: str) -> None:
+        owned = self.owned.pop(part, None)
+        if owned is not None:
+            owned.lease.release()
+            self.stats["released"] += 1
+
+    def release_all(self) -> list[str]:
+        parts = list(self.owned)
+        for part in parts:
+            self.owned[part].lease.release()
+        self.owned.clear()
+        return parts
+
+    def forget_cached_state(self) -> None:
+        """After a Redis error we cannot know whether the last commit landed: read again."""
+        for owned in self.owned.values():
+            owned.day = None
+            owned.dirty = True
