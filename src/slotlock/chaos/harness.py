@@ -30,6 +30,7 @@ from ..catalog import Catalog
 from ..days.keys import DayKeys, idempotency_key, partition
 from ..model import Calendar, Rules
 from ..users import Users
+from ..webhooks import rotate_secret
 from ..workers.audit import list_findings
 from .checker import AUDIT_KINDS, Checker, Sampler, check_webhook, wait_settled
 from .checker import KINDS as ANOMALY_KINDS
@@ -151,6 +152,7 @@ def setup_calendars(catalog: Catalog, plans, webhook_url: str) -> None:
     for plan in plans:
         catalog.put(Calendar(plan.id, plan.id.title(), plan.timezone,
                              rules=Rules(horizon_days=0), webhook_url=webhook_url))
+        rotate_secret(catalog.client, plan.id)  # what `calendar put --webhook-url` makes
 
 
 def wait_webhook(receiver: WebhookReceiver, outcomes_by_day: dict, idle_s: float,
