@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from slotlock.client import Client
+from tests.checks import audit_after_test  # noqa: F401 (autouse: audit every day after a test)
 from tests.conftest import make_settings, open_default
 from tests.procs import Procs
 

@@ -77,6 +77,7 @@ def test_an_event_survives_a_lease_worker_killed_between_commit_and_notification
             assert proc.wait(20) == 0, log_of(proc)
 
 
+@pytest.mark.audit_findings_expected  # it plants a corruption for the audit to find
 def test_the_scheduled_audit_finds_a_corruption_and_a_failing_webhook_is_retried(
         procs, real_redis, redis_server):
     with Receiver(statuses=[500, 502]) as receiver:

@@ -7,6 +7,7 @@ import time
 import pytest
 import redis
 
+from slotlock.chaos import cluster
 from slotlock.chaos.proxy import Proxy
 from slotlock.workers import lease_worker
 
@@ -46,3 +47,22 @@ def test_fencing_switch_needs_pytest_too(monkeypatch):
     monkeypatch.delenv("SLOTLOCK_TEST_DISABLE_FENCING")
     monkeypatch.setenv("PYTEST_CURRENT_TEST", "x")
     assert not lease_worker.fencing_disabled_for_test()
+
+
+def test_day_bounds_switch_needs_pytest_too(monkeypatch):
+    monkeypatch.setenv("SLOTLOCK_TEST_DISABLE_DAY_BOUNDS", "1")
+    assert lease_worker.day_bounds_disabled_for_test()
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")
+    assert not lease_worker.day_bounds_disabled_for_test()
+
+
+def test_the_shipped_web_command_is_the_procfiles(tmp_path, monkeypatch):
+    """``slotlock chaos`` from an installed package has no Procfile: it uses its copy."""
+    command, where = cluster.procfile_web_command()
+    assert where.endswith("Procfile") and command == cluster.PROCFILE_WEB
+    monkeypatch.setattr(cluster, "SOURCE_ROOT", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert cluster.procfile_web_command() == (cluster.PROCFILE_WEB,
+                                              "slotlock.chaos.cluster.PROCFILE_WEB")
+    argv = cluster.procfile_web_argv(8123, 1)
+    assert argv[1:3] == ["-m", "gunicorn"] and "127.0.0.1:8123" in argv

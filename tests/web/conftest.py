@@ -7,6 +7,7 @@ import pytest
 
 from slotlock.users import Users
 from slotlock.web import create_app
+from tests.checks import audit_after_test  # noqa: F401 (autouse: audit every day after a test)
 from tests.conftest import make_settings, open_default
 
 

@@ -406,6 +406,7 @@ def test_openapi_document_is_built_from_the_models(client):
 
 # -- admin ---------------------------------------------------------------------------------
 
+@pytest.mark.audit_findings_expected  # it plants a finding
 def test_audit_findings_are_visible_to_admins_only(client, tokens, real_redis):
     import json as _json
 

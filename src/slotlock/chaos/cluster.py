@@ -1,8 +1,13 @@
-"""The processes of one harness run: redis-server, the proxy, web and worker processes.
+"""The processes of one harness run: redis-server, the proxy, web, worker and jobs processes.
 
 Every process is started with its own log file and stopped by its pid; everything
-binds 127.0.0.1. Workers and web processes reach Redis only through the proxy; the
+binds 127.0.0.1. Workers, web and jobs processes reach Redis only through the proxy; the
 harness itself (sampler, checker, fault injector) talks to Redis directly.
+
+Processes are started as ``sys.executable -m slotlock ...`` and ``-m gunicorn``, so the
+harness works from an installed package: the web command is the Procfile's when a
+Procfile is at hand (source tree or working directory), else ``PROCFILE_WEB``, its copy
+(a test keeps the two equal).
 """
 
 from __future__ import annotations
@@ -26,6 +31,11 @@ from ..embedded import RedisServer, free_port
 from .proxy import Link, Proxy
 
 SOURCE_ROOT = Path(__file__).resolve().parents[3]
+# the Procfile's web line, for an installed package (tests/faults/test_parts.py keeps it equal)
+PROCFILE_WEB = ("gunicorn 'slotlock.web:create_app()' --bind 0.0.0.0:${PORT:-8000} "
+                "--worker-class slotlock.web.gworker.BufferedThreadWorker --workers 2 --threads 16 "
+                "--graceful-timeout 20 "
+                "--timeout 30")
 
 
 class Proc:
@@ -78,17 +88,22 @@ class Proc:
         return self.log_path.read_text(errors="replace")
 
 
+def procfile_web_command(procfile: Path | None = None) -> tuple[str, str]:
+    """(the ``web:`` command, where it came from): the Procfile of the source tree or the
+    working directory, else the copy shipped in this module (an installed package)."""
+    candidates = [procfile] if procfile else [SOURCE_ROOT / "Procfile", Path.cwd() / "Procfile"]
+    for path in candidates:
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.startswith("web:"):
+                    return line.split(":", 1)[1].strip(), str(path)
+            raise RuntimeError(f"no web: line in {path}")
+    return PROCFILE_WEB, "slotlock.chaos.cluster.PROCFILE_WEB"
+
+
 def procfile_web_argv(port: int, web_workers: int | None, procfile: Path | None = None) -> list[str]:
     """The Procfile's ``web:`` line, bound to 127.0.0.1:``port``, run by this interpreter."""
-    path = procfile or SOURCE_ROOT / "Procfile"
-    if not path.exists():
-        path = Path.cwd() / "Procfile"
-    for line in path.read_text().splitlines():
-        if line.startswith("web:"):
-            command = line.split(":", 1)[1].strip()
-            break
-    else:
-        raise RuntimeError(f"no web: line in {path}")
+    command, path = procfile_web_command(procfile)
     command = re.sub(r"\$\{PORT(:-\d+)?\}|\$PORT", str(port), command)
     argv = shlex.split(command)
     if argv[0] != "gunicorn":
@@ -121,6 +136,9 @@ class ClusterConfig:
     reply_timeout_ms: int = 5000
     appendfsync: str = "always"
     disable_fencing: bool = False
+    disable_day_bounds: bool = False  # test-only broken build: no within_local_day rule
+    jobs: int = 0  # ``slotlock jobs`` processes
+    jobs_env: dict[str, str] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -133,6 +151,7 @@ class Cluster:
         self.proxy: Proxy | None = None
         self.workers: dict[int, Proc] = {}  # slot -> current process
         self.webs: dict[int, Proc] = {}
+        self.jobs: dict[int, Proc] = {}
         self.web_ports: dict[int, int] = {}
         self.retired: list[Proc] = []
         self._generation = 0
@@ -149,6 +168,8 @@ class Cluster:
         for slot in range(self.config.webs):
             self.web_ports[slot] = free_port()
             self.start_web(slot)
+        for slot in range(self.config.jobs):
+            self.start_jobs(slot)
         for slot in self.webs:
             self.wait_web_ready(slot)
         return self
@@ -157,7 +178,7 @@ class Cluster:
         if self.proxy:
             for link in self.proxy.links.values():
                 link.normal()
-        for proc in [*self.workers.values(), *self.webs.values()]:
+        for proc in [*self.workers.values(), *self.webs.values(), *self.jobs.values()]:
             proc.stop()
         for proc in self.retired:
             if proc.alive():
@@ -178,6 +199,8 @@ class Cluster:
         }
         if self.config.disable_fencing:
             env["SLOTLOCK_TEST_DISABLE_FENCING"] = "1"
+        if self.config.disable_day_bounds:
+            env["SLOTLOCK_TEST_DISABLE_DAY_BOUNDS"] = "1"
         return env
 
     def worker_link(self, slot: int) -> Link:
@@ -197,6 +220,19 @@ class Cluster:
         if old is not None:
             self.retired.append(old)
         self.workers[slot] = proc
+        return proc
+
+    def start_jobs(self, slot: int) -> Proc:
+        self._generation += 1
+        name = f"jobs{slot}g{self._generation}"
+        env = {**self.base_env(), "REDIS_URL": self.proxy.link("jobs").url,
+               "SLOTLOCK_WORKER_ID": name, **self.config.jobs_env}
+        proc = Proc(name, [sys.executable, "-m", "slotlock", "jobs"],
+                    self.run_dir / f"{name}.log", env)
+        old = self.jobs.get(slot)
+        if old is not None:
+            self.retired.append(old)
+        self.jobs[slot] = proc
         return proc
 
     def start_web(self, slot: int) -> Proc:
@@ -234,7 +270,8 @@ class Cluster:
     # -- what the processes report -------------------------------------------------------
 
     def all_procs(self) -> list[Proc]:
-        return [*self.retired, *self.workers.values(), *self.webs.values()]
+        return [*self.retired, *self.workers.values(), *self.webs.values(),
+                *self.jobs.values()]
 
     def log_count(self, pattern: str, procs: list[Proc] | None = None) -> int:
         regex = re.compile(pattern)

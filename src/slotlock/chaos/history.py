@@ -17,7 +17,7 @@ from pathlib import Path
 class Op:
     id: int
     client: str  # the user name: idempotency keys are scoped to it
-    f: str  # book | cancel
+    f: str  # book | cancel | retry (same key, same body) | reuse (same key, other body) | zone
     key: str  # Idempotency-Key
     day: str  # YYYY-MM-DD
     invoke: float  # seconds since the run started
@@ -29,6 +29,9 @@ class Op:
     booking_id: str | None = None
     command_id: str | None = None
     code: str | None = None
+    status: int | None = None  # the last HTTP status
+    expect: str | None = None  # retry: what the first attempt was told (its code or "ok")
+    calendar: str | None = None
     attempts: int = 0
     notes: list[str] = field(default_factory=list)
 

@@ -8,9 +8,19 @@ exactly. Anything else is a finding, kept in ``sl:findings`` until a clean audit
 
 Checks: no two committed bookings overlap; the committed state equals the replay (so
 every booking was allowed by the rules in force when it was applied); each recorded
-outcome equals the replayed one; the cursor is the last applied stream entry; every
-command up to the cursor has its outcome; the counters agree; the tokens that committed
-strictly increase and the last one is the state's.
+outcome equals the replayed one (a wrongful rejection, a wrong booking field, an outcome
+the model would not give); the cursor is the last applied stream entry; every command up
+to the cursor has its outcome; the counters agree; the tokens that committed strictly
+increase and the last one is the state's; no entry was rejected as ``internal`` (the
+worker could not decide it: a finding ``internal_error``, replayed the same way).
+
+Guarantees hold for instants, so :func:`calendar_overlaps` checks every committed
+booking of a calendar, across all its days, in UTC: a booking filed under D and one
+under D+1 that cover the same instant are an ``overlap``. The audit CLI and the fault
+harness's checker both run it.
+
+The report also carries what the fault checker folds over (outcomes and commands by
+command id, the committed bookings, counts), so there is one day checker, this one.
 
 The day is read in one MULTI/EXEC (all its keys share a hash tag), so a concurrent
 commit is seen entirely or not at all.
@@ -67,6 +77,21 @@ class DayReport:
     applied: int = 0
     revision: int | None = None
     command_ids: list[str] = field(default_factory=list)  # commands applied after ``base``
+    # what the day holds, for the fault checker (``slotlock.chaos.checker``)
+    committed: dict[str, dict[str, Any]] = field(default_factory=dict)  # booking id -> booking
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)  # command id -> recorded
+    commands: dict[str, dict[str, Any]] = field(default_factory=dict)  # command id -> in stream
+    tokens: list[int] = field(default_factory=list)  # the tokens that committed, in order
+    entries: int = 0  # stream entries still held (retention trims those before ``base``)
+    waiting: int = 0  # entries after the cursor
+
+    @property
+    def counts(self) -> dict[str, Any]:
+        accepted = sum(1 for o in self.outcomes.values() if o.get("status") == "accepted")
+        return {"entries": self.entries, "applied": self.entries - self.waiting,
+                "waiting": self.waiting, "accepted": accepted,
+                "rejected": len(self.outcomes) - accepted, "bookings": len(self.committed),
+                "tokens": list(self.tokens)}
 
     @property
     def ok(self) -> bool:
@@ -118,8 +143,17 @@ def audit_day(client: redis.Redis, part: str, catalog: Catalog | None = None) ->
     keys = DayKeys(part)
     data = _read(client, keys)
     report = DayReport(part)
+    report.entries = len(data.entries)
+    for stream_id, raw in data.entries:
+        try:
+            command = json.loads(raw)
+            report.commands[command["command_id"]] = command | {"stream_id": stream_id}
+        except (ValueError, KeyError, TypeError):
+            pass  # the replay decides it as unreadable, as the worker did
     try:
-        committed = [Booking.from_dict(b) for b in json.loads(data.state.get("bookings") or "[]")]
+        raw_bookings = json.loads(data.state.get("bookings") or "[]")
+        committed = [Booking.from_dict(b) for b in raw_bookings]
+        report.committed = {b["id"]: b for b in raw_bookings}
     except (ValueError, KeyError, TypeError) as exc:
         report.add("unreadable_state", f"committed bookings cannot be read: {exc}")
         return report
@@ -136,14 +170,65 @@ def audit_day(client: redis.Redis, part: str, catalog: Catalog | None = None) ->
     return report
 
 
-def _check_overlaps(report: DayReport, bookings: list[Booking], tz) -> None:
+def overlapping(bookings: list[Booking]) -> list[tuple[Booking, Booking]]:
+    """Every pair of bookings that share an instant (sorted by start, then a short scan)."""
     ordered = sorted(bookings, key=lambda b: (b.start, b.id))
+    pairs = []
     for i, first in enumerate(ordered):
         for second in ordered[i + 1:]:
             if second.start >= first.end:
                 break
-            report.add("overlap", f"bookings {first.id} and {second.id} overlap",
-                       bookings=[first.to_dict(tz), second.to_dict(tz)])
+            pairs.append((first, second))
+    return pairs
+
+
+def _check_overlaps(report: DayReport, bookings: list[Booking], tz) -> None:
+    for first, second in overlapping(bookings):
+        report.add("overlap", f"bookings {first.id} and {second.id} overlap",
+                   bookings=[first.to_dict(tz), second.to_dict(tz)])
+
+
+def calendar_overlaps(bookings_by_day: dict[str, list[dict[str, Any]]]) -> list[Finding]:
+    """Overlaps across days: ``bookings_by_day`` maps each day (``cal:date``) of one calendar
+    to its committed bookings; any two that share an instant in UTC, filed under two
+    different days, are a finding (pairs within one day are the day audit's)."""
+    filed: dict[str, str] = {}
+    bookings = []
+    for part, items in bookings_by_day.items():
+        for item in items:
+            booking = Booking.from_dict(item)
+            filed[booking.id] = part
+            bookings.append(booking)
+    findings = []
+    for first, second in overlapping(bookings):
+        if filed[first.id] != filed[second.id]:
+            findings.append(Finding(
+                "overlap", f"bookings {first.id} ({filed[first.id]}) and {second.id} "
+                f"({filed[second.id]}) cover the same instant",
+                {"bookings": [first.to_dict(UTC), second.to_dict(UTC)],
+                 "days": [filed[first.id], filed[second.id]]}))
+    return findings
+
+
+def read_committed(client: redis.Redis, parts: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each day's committed bookings (one pipeline; a day without state has none)."""
+    pipe = client.pipeline(transaction=False)
+    for part in parts:
+        pipe.hget(DayKeys(part).state, "bookings")
+    return {part: json.loads(raw or "[]") for part, raw in zip(parts, pipe.execute())}
+
+
+def audit_calendars(client: redis.Redis, parts: list[str]) -> dict[str, list[Finding]]:
+    """The cross-day overlap check of every calendar that has a day among ``parts``, over all
+    the known days of that calendar. Calendar id -> findings (only calendars with some)."""
+    out: dict[str, list[Finding]] = {}
+    for calendar_id in sorted({split_partition(p)[0] for p in parts}):
+        days = sorted(set(select_days(client, calendar_id))
+                      | {p for p in parts if split_partition(p)[0] == calendar_id})
+        findings = calendar_overlaps(read_committed(client, days))
+        if findings:
+            out[calendar_id] = findings
+    return out
 
 
 def _check_tokens(report: DayReport, data: _Read) -> None:
@@ -152,6 +237,7 @@ def _check_tokens(report: DayReport, data: _Read) -> None:
     except ValueError:
         report.add("token_history", "unreadable token history", tokens=data.tokens)
         return
+    report.tokens = tokens
     for i in range(1, len(tokens)):
         if tokens[i] <= tokens[i - 1]:
             report.add("token_history", "lease tokens that committed do not strictly increase",
@@ -205,8 +291,10 @@ def _replay(report: DayReport, client, catalog: Catalog, current: Calendar, day:
         try:
             outcome = json.loads(raw)
             recorded[outcome["stream_id"]] = outcome
+            report.outcomes[command_id] = outcome
         except (ValueError, KeyError, TypeError):
             report.add("outcome", f"unreadable outcome of {command_id}", command_id=command_id)
+    report.waiting = len(waiting)
     for stream_id, _raw in waiting:
         if stream_id in recorded:
             report.add("outcome", f"command {stream_id} has an outcome but lies after the cursor",
@@ -228,6 +316,11 @@ def _replay(report: DayReport, client, catalog: Catalog, current: Calendar, day:
                        stream_id=stream_id)
         else:
             revision = rec.get("rules_revision", revision)
+            if rec.get("status") == "rejected" and (rec.get("error") or {}).get(
+                    "code") == "internal":
+                report.add("internal_error", f"command {stream_id} could not be decided by the "
+                           "worker (rejected as internal)", stream_id=stream_id,
+                           command_id=rec.get("command_id"), error=rec.get("error"))
         if runs and runs[-1][0] == revision:
             runs[-1][1].append((stream_id, raw))
         else:

@@ -256,19 +256,40 @@ class Ticker:
             self.thread.join(timeout)
 
 
+def stop_asked(worker: HerokuWorker) -> bool:
+    """SIGTERM/SIGINT reached rq's handler (it notes the date of every stop request)."""
+    return worker._shutdown_requested_date is not None or worker._stop_requested
+
+
 def run(settings: Settings, *, burst: bool = False) -> int:
-    """The ``slotlock jobs`` process. SIGTERM: warm stop (rq's handler), ticker stops too."""
+    """The ``slotlock jobs`` process. SIGTERM: warm stop (rq's handler), ticker stops too.
+
+    rq's worker quits (returns) on an error it does not handle, e.g. Redis restarting
+    under it; unless a stop was asked for, a new rq worker takes over after a second, so a
+    Redis fault does not end notifications and audits (found by the fault harness)."""
     ctx = configure(settings)
     # The ticker gets its own clients: the work horse is forked from this process.
     ticker = Ticker(Context(settings, connect(settings.redis_url,
                                               timeout_ms=settings.redis_timeout_ms),
                             rq_connection(settings), os.getpid()))
-    worker = make_worker(ctx, name=f"slotlock-jobs-{settings.worker_id}")
     ticker.start()
+    generation = 0
     try:
-        worker.work(with_scheduler=True, burst=burst,
-                    logging_level=os.environ.get("SLOTLOCK_LOG_LEVEL", "INFO").upper())
+        while True:
+            name = f"slotlock-jobs-{settings.worker_id}" + (f"-{generation}" if generation else "")
+            worker = make_worker(ctx, name=name)
+            try:
+                worker.work(with_scheduler=True, burst=burst,
+                            logging_level=os.environ.get("SLOTLOCK_LOG_LEVEL", "INFO").upper())
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("rq worker: redis error (%s)", exc)
+            if burst or stop_asked(worker):
+                break
+            log.warning("the rq worker quit without being asked to; starting another in 1 s")
+            time.sleep(1)
+            if stop_asked(worker):
+                break
+            generation += 1
     finally:
         ticker.stop()
     return 0
-

@@ -43,6 +43,25 @@ DAY_ERROR_BACKOFF_S = 5.0  # a day whose batch raised is left alone this long
 __all__ = ["LeaseWorker", "OwnedDay", "fencing_disabled_for_test"]
 
 
+DISABLE_DAY_BOUNDS_ENV = "SLOTLOCK_TEST_DISABLE_DAY_BOUNDS"
+
+
+def day_bounds_disabled_for_test() -> bool:
+    """Test-only broken build: decide without the ``within_local_day`` rule, so a booking
+    may spill into the neighbouring local day. Honoured only under pytest, like
+    :func:`fencing_disabled_for_test`; it proves the instant-overlap check catches it."""
+    return (os.environ.get(DISABLE_DAY_BOUNDS_ENV) == "1"
+            and bool(os.environ.get("PYTEST_CURRENT_TEST")))
+
+
+def _disable_day_bounds() -> None:
+    from ..model import rules
+
+    rules.first_violation.__defaults__ = (
+        tuple(r for r in rules.BOOKING_RULES if r is not rules.within_local_day),)
+    log.warning("TEST BUILD: the within_local_day rule is disabled")
+
+
 class _Wake(Exception):
     """Raised from the signal handler to cut a blocking read short."""
 
@@ -73,6 +92,8 @@ class LeaseWorker:
         self.blocking = blocking or connect_blocking(settings.redis_url, block_ms=BLOCK_MS,
                                                      timeout_ms=settings.redis_timeout_ms)
         self.unfenced = fencing_disabled_for_test()
+        if day_bounds_disabled_for_test():
+            _disable_day_bounds()
         self.scripts = Scripts(self.client, unfenced_commit=self.unfenced)
         self.store = DayStore(self.client, self.scripts)
         self.index = WorkIndex(self.client, self.scripts)
