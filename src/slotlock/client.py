@@ -178,10 +178,8 @@ class Client:
         command_id = with_actor(command_id, actor)
         command = Book(command_id, actor, calendar.id, day, booking_id, start_utc, end_utc, title,
                        admin=admin, idempotency_key=idempotency_key)
-        refused = outside_window(calendar, command)
-        if refused is not None:  # nothing is written for a day outside the window (G8)
-            return Result(command_id, refused.to_dict())
-        return self.submit(command, wait_ms=wait_ms)
+        # nothing is written for a day outside the window (G8), unless this is a retry
+        return self.submit(command, wait_ms=wait_ms, refusal=outside_window(calendar, command))
 
     def cancel(self, actor: str, calendar_id: str, booking_id: str, *, admin: bool = False,
                idempotency_key: str | None = None, wait_ms: int | None = None) -> Result:
@@ -191,15 +189,20 @@ class Client:
         command_id = with_actor(command_id, actor)
         command = Cancel(command_id, actor, calendar.id, day, booking_id, admin=admin,
                          idempotency_key=idempotency_key)
+        refusal = None
         if not self.index.day_known(DayKeys.of(calendar.id, day).part):
             # no command was ever queued on that day, so no such booking: nothing is written
-            return Result(command_id, Rejected(
-                command_id, "not_found", f"no booking {booking_id} on {calendar.id} "
-                f"{day.isoformat()}", {"booking_id": booking_id}).to_dict())
-        return self.submit(command, wait_ms=wait_ms)
+            refusal = Rejected(command_id, "not_found", f"no booking {booking_id} on "
+                               f"{calendar.id} {day.isoformat()}", {"booking_id": booking_id})
+        return self.submit(command, wait_ms=wait_ms, refusal=refusal)
 
-    def submit(self, command: Command, *, wait_ms: int | None = None) -> Result:
-        """Queue ``command`` (once per idempotency key) and wait up to ``wait_ms`` for it."""
+    def submit(self, command: Command, *, wait_ms: int | None = None,
+               refusal: Rejected | None = None) -> Result:
+        """Queue ``command`` (once per idempotency key) and wait up to ``wait_ms`` for it.
+
+        With ``refusal`` the command is answered with it and nothing is written, unless its
+        idempotency key names an earlier command: a retry is still told the first outcome.
+        """
         reserved = None
         if command.idempotency_key:
             command, reserved = self._reserve_key(command)
@@ -212,19 +215,27 @@ class Client:
         print_ = fingerprint(command) if scoped_key else ""
 
         def build(pipe) -> None:
-            self.index.note_day(keys.part, command.date, pipe=pipe)  # before the append
+            if refusal is None:
+                self.index.note_day(keys.part, command.date, pipe=pipe)  # before the append
             self.store.submit(keys, command.command_id, command_json, scoped_key,
-                              self.settings.backlog_limit, pipe=pipe, fingerprint=print_)
-            self.index.mark(keys.part, pipe=pipe)
+                              self.settings.backlog_limit, pipe=pipe, fingerprint=print_,
+                              refuse=refusal is not None)
+            if refusal is None:
+                self.index.mark(keys.part, pipe=pipe)
 
         replies = self.scripts.run_pipeline(build)
         try:
-            submitted = self.store.submitted(keys, command.command_id, replies[1],
+            submitted = self.store.submitted(keys, command.command_id,
+                                             replies[0 if refusal is not None else 1],
                                              command.idempotency_key or "")
         except IdempotencyMismatch:
             if reserved is not None:  # the key's global record we just wrote pins nothing
                 self.scripts.delete_if_equal(keys=[reserved[0]], args=[reserved[1]])
             raise
+        if submitted.refused:
+            if reserved is not None:  # the key's global record we just wrote pins nothing
+                self.scripts.delete_if_equal(keys=[reserved[0]], args=[reserved[1]])
+            return Result(command.command_id, refusal.to_dict())
         if submitted.outcome is not None:  # a retry of a decided command: no wait at all
             outcome = json.loads(submitted.outcome)
             return Result(submitted.command_id, outcome if self.replicated() else None, True)

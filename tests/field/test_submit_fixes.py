@@ -124,3 +124,22 @@ def test_a_submit_is_one_round_trip_without_script_exists_and_survives_a_script_
     client.redis.script_flush()  # e.g. Redis restarted and lost its script cache
     again = client.book("alice", "main", at(16), at(17), "y", wait_ms=0)
     assert again.pending and client.redis.xlen(DayKeys.of("main", DAY).cmds) == 2
+
+
+def test_a_retry_gets_its_first_outcome_even_once_outside_the_window(settings, client):
+    """Found by the widened harness: the window check ran before the idempotency check."""
+    from dataclasses import replace
+
+    with WorkerThread(settings):
+        first = client.book("alice", "main", at(9), at(10), "x", idempotency_key="w")
+        assert first.outcome["status"] == "accepted"
+        calendar = client.catalog.get("main")
+        client.catalog.put(calendar.with_changes(rules=replace(calendar.rules, horizon_days=1)))
+        client._calendars.clear()
+        client.redis.delete(idempotency_key("alice", "w"))  # the global record expired too
+        again = client.book("alice", "main", at(9), at(10), "x", idempotency_key="w")
+        assert again.duplicate and again.outcome == first.outcome
+        with pytest.raises(IdempotencyMismatch):
+            client.book("alice", "main", at(11), at(12), "other", idempotency_key="w")
+        fresh = client.book("alice", "main", at(13), at(14), "new", idempotency_key="v")
+        assert fresh.outcome["error"]["details"]["rule"] == "horizon"

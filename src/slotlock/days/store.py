@@ -21,6 +21,7 @@ class Submitted:
     duplicate: bool
     stream_id: str | None = None
     outcome: str | None = None  # a duplicate's outcome json, if it is decided already
+    refused: bool = False  # the caller's refusal stands: nothing was written
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +56,15 @@ class DayStore:
 
     def submit(self, keys: DayKeys, command_id: str, command_json: str,
                idempotency_key: str | None = None, backlog_limit: int = 0,
-               pipe=None, fingerprint: str = "") -> Submitted | None:
+               pipe=None, fingerprint: str = "", refuse: bool = False) -> Submitted | None:
         """Append a command. With ``pipe``, queue the call there and read it with ``submitted``.
 
         With an idempotency key, a retry is told the first command (and its outcome, if
         decided) only if it carries the same request ``fingerprint``.
         """
         script_keys = [keys.cmds, keys.idem, keys.state, keys.done]
-        script_args = [command_id, command_json, idempotency_key or "", backlog_limit, fingerprint]
+        script_args = [command_id, command_json, idempotency_key or "", backlog_limit, fingerprint,
+                       "1" if refuse else ""]
         if pipe is not None:
             self.scripts.queue(pipe, "submit", script_keys, script_args)
             return None
@@ -71,9 +73,11 @@ class DayStore:
 
     @staticmethod
     def submitted(keys: DayKeys, command_id: str, reply, idempotency_key: str = "") -> Submitted:
-        kind, value = reply[0], reply[1]
+        kind, value = reply[0], (reply[1] if len(reply) > 1 else None)
         if kind == "busy":
             raise Backpressure(keys.part, int(value))
+        if kind == "refused":
+            return Submitted(command_id, False, refused=True)
         if kind == "mismatch":
             raise IdempotencyMismatch(idempotency_key, value)
         if kind == "duplicate":

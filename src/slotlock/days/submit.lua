@@ -8,10 +8,13 @@
 -- ARGV[3]  idempotency key (actor-scoped), or "" for none
 -- ARGV[4]  backlog limit (0: none)
 -- ARGV[5]  request fingerprint (with a key: a retry must carry the same one)
+-- ARGV[6]  "1": the caller refuses this command (outside the booking window, no such day)
+--          unless it is a retry of one queued before: then nothing is written
 -- returns  {"queued", stream id}
 --          {"duplicate", first command id, its outcome json ("" while pending)}
 --          {"mismatch", first command id}   the key was used for another request body
 --          {"busy", pending}
+--          {"refused"}                   ARGV[6] and no earlier command with this key
 if ARGV[3] ~= "" then
   local first = redis.call("HGET", KEYS[2], ARGV[3])
   if first then
@@ -25,6 +28,9 @@ if ARGV[3] ~= "" then
     end
     return {"duplicate", cid, redis.call("HGET", KEYS[4], cid) or ""}
   end
+end
+if ARGV[6] == "1" then
+  return {"refused"}
 end
 local pending = tonumber(redis.call("HGET", KEYS[3], "pending") or "0")
 local limit = tonumber(ARGV[4])
