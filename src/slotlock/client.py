@@ -233,8 +233,8 @@ class Client:
                 self.scripts.delete_if_equal(keys=[reserved[0]], args=[reserved[1]])
             raise
         if submitted.refused:
-            if reserved is not None:  # the key's global record we just wrote pins nothing
-                self.scripts.delete_if_equal(keys=[reserved[0]], args=[reserved[1]])
+            # the key stays pinned to this request (its global record, with its TTL): a
+            # retry is refused the same way, another body with the key is a mismatch
             return Result(command.command_id, refusal.to_dict())
         if submitted.outcome is not None:  # a retry of a decided command: no wait at all
             outcome = json.loads(submitted.outcome)

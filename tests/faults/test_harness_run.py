@@ -28,11 +28,7 @@ def test_short_run_under_every_fault_kind_keeps_the_guarantees(tmp_path):
     report = run(RunConfig(tmp_path / "run", duration_s=45, seed=16, fault_rate=0.5,
                            kinds=kinds, clients=6, think_s=0.05), log=lambda _: None)
     print(report.summary())
-    # KNOWN BUG found by this workload (not fixed yet, see README "Guarantees under faults"):
-    # after redis_restart, slotlock jobs' publish retries can stay scheduled forever, so
-    # some webhook events are not delivered. Every other anomaly kind must be 0.
-    others = {k: v for k, v in report.anomalies.items() if k != "webhook_lost"}
-    assert sum(others.values()) == 0, report.summary()
+    assert sum(report.anomalies.values()) == 0, report.summary()
     assert report.settled
     assert report.survival["crashed"] == 0
     assert not report.harness_errors, report.harness_errors
@@ -51,9 +47,6 @@ def test_short_run_under_every_fault_kind_keeps_the_guarantees(tmp_path):
     assert work["retries_same_key"] > 0 and work["key_reuses"] > 0
     assert work["days_retained"] > 0  # slotlock jobs retained the admin's past days
     assert work["webhook_distinct"] > 0 and work["webhook_refused"] > 0
-    if report.anomalies["webhook_lost"]:
-        pytest.xfail(f"known bug: {report.anomalies['webhook_lost']} webhook events not "
-                     "delivered after a Redis restart (stuck publish retries)")
 
 
 @pytest.mark.timeout(180)

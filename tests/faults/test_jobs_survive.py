@@ -3,6 +3,8 @@ quit on a connection error while redis-server restarted, and notifications stopp
 
 from __future__ import annotations
 
+import os
+import re
 import time
 
 import pytest
@@ -42,6 +44,13 @@ def test_the_jobs_process_survives_dropped_connections_and_a_redis_restart(tmp_p
         mark = len(jobs.log())
         wait_for(lambda: "audit-recent" in jobs.log()[mark:], 30, 0.2,
                  what=f"an audit after the faults:\n{jobs.log()[-3000:]}")
+        # and a scheduler runs again (retries of refused webhook deliveries need it): the
+        # lock of the scheduler that died with the old rq worker does not block for minutes
+        wait_for(lambda: direct.get("rq:scheduler-lock:slotlock"), 10, 0.1,
+                 what=f"a scheduler lock after the faults:\n{jobs.log()[-3000:]}")
+        scheduler_pid = int(re.findall(r"Scheduler for slotlock started with PID (\d+)",
+                                       jobs.log())[-1])
+        os.kill(scheduler_pid, 0)  # alive
     finally:
         procs.stop_all()
         direct.close()

@@ -225,3 +225,46 @@ def test_the_periodic_jobs_run_on_rq(rq_ctx):
     assert nightly.return_value() == {"audited": 1, "with_findings": [PART]}
     assert retain.return_value()["retained"] == []  # a day with findings is never trimmed
     assert [f["day"] for f in list_findings(rq_ctx.client)] == [PART]
+
+
+def test_the_lock_of_a_dead_scheduler_is_released_for_the_next_rq_worker(real_redis):
+    """Found by the fault harness: a Redis restart killed rq's scheduler while it held its
+    lock; the next rq worker could not schedule retries of refused deliveries for minutes."""
+    from types import SimpleNamespace
+
+    from slotlock.workers.jobs import Context, release_dead_scheduler_lock
+
+    ctx = Context(make_settings(), real_redis, None, 0)
+    key = "rq:scheduler-lock:slotlock"
+    dead = SimpleNamespace(is_alive=lambda: False)
+    alive = SimpleNamespace(is_alive=lambda: True)
+    real_redis.set(key, "sched-a")
+    assert not release_dead_scheduler_lock(ctx, SimpleNamespace(
+        scheduler=SimpleNamespace(name="sched-a", _process=alive)))
+    assert not release_dead_scheduler_lock(ctx, SimpleNamespace(
+        scheduler=SimpleNamespace(name="sched-b", _process=dead)))  # someone else's
+    assert real_redis.get(key) == "sched-a"
+    assert release_dead_scheduler_lock(ctx, SimpleNamespace(
+        scheduler=SimpleNamespace(name="sched-a", _process=dead)))
+    assert real_redis.get(key) is None
+
+
+def test_a_publish_job_orphaned_by_a_dead_work_horse_is_replaced(rq_ctx):
+    """Found by the fault harness: a work horse killed mid-publish (Redis restart) left its
+    job "started"; the same job id was refused as a duplicate and the day's events waited
+    until rq gave the job up, minutes later."""
+    from rq.job import Job, JobStatus
+
+    from slotlock.days.keys import publish_lock_key
+
+    part, head = "main:2030-01-01", "head-event"
+    assert jobs.enqueue_publish(rq_ctx, part, head)
+    orphan = Job.fetch(jobs.publish_job_id(part, head), connection=rq_ctx.rq,
+                       serializer=jobs.SERIALIZER)
+    assert not jobs.enqueue_publish(rq_ctx, part, head)  # still queued: it will run
+    orphan.set_status(JobStatus.STARTED)  # dequeued by a horse that then died
+    rq_ctx.client.set(publish_lock_key(part), "live", px=1000)
+    assert not jobs.enqueue_publish(rq_ctx, part, head)  # a live publisher holds the day
+    rq_ctx.client.delete(publish_lock_key(part))
+    assert jobs.enqueue_publish(rq_ctx, part, head)  # nobody holds it: replaced
+    assert not jobs.enqueue_publish(rq_ctx, part, head)  # once per interval

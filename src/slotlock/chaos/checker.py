@@ -61,6 +61,10 @@ def by_calendar(parts: list[str]) -> dict[str, list[str]]:
     return dict(out)
 
 
+# refusals the web gives without queueing anything (the key may still be pinned to them)
+REFUSED_BEFORE_QUEUEING = frozenset({"rule_violation", "not_found"})
+
+
 class Sampler(threading.Thread):
     """Reads every day's committed state every ``interval_s`` and checks each snapshot:
     no two bookings of a calendar share an instant (across its days), cursors and versions
@@ -176,6 +180,7 @@ class Checker:
         cancelled = {o["booking"]["id"] for o in outcomes.values()
                      if o["status"] == "accepted" and o.get("event") == "cancelled"}
         seen = (sampler.seen if sampler else set()) | set(committed)
+        self._queued = set(commands)
         for op in ops:
             self._op(op, outcomes, committed, cancelled, seen)
         counts = Counter(kind for kind, _ in self.anomalies)
@@ -203,6 +208,13 @@ class Checker:
 
     def _op(self, op: Op, outcomes, committed, cancelled, seen) -> None:
         if op.f == "reuse":  # the same key with another body: refused before anything queued
+            dropped = self.forgotten.get((op.client, op.key))
+            if dropped is not None and dropped.get("command_id") not in self._queued:
+                # the first request was refused before anything was queued (outside the
+                # booking window) and its key's global record expired: nothing pins the key
+                # any more, so the reuse is a new request, decided on its own
+                self.resolved["reuse of a key that pins nothing"] += 1
+                return
             if op.type != "fail" or op.code != "idempotency_mismatch":
                 self.add("idempotency", f"op {op.id}: key {op.key} reused with another body "
                          f"was {op.type} ({op.code}, HTTP {op.status}), not 422 "
@@ -229,9 +241,13 @@ class Checker:
             self.resolved["unfinished"] += 1
             return
         told = {"ok": "accepted", "fail": "rejected"}.get(op.type)
-        if op.type == "fail" and final is None and record is None and not op.command_id:
+        never_queued = final is None and command_id not in self._queued
+        if op.type == "fail" and never_queued and (
+                (record is None and not op.command_id)
+                or op.code in REFUSED_BEFORE_QUEUEING):
             # refused before anything was queued (a local time in a DST gap, a booking id of
-            # another calendar): the key is pinned before the append, and none is
+            # another calendar: no key is pinned; a booking outside the window, a cancel on
+            # a day never written: the key is pinned to a command that was never appended)
             self.resolved["fail->refused before queueing"] += 1
             return
         if told and final is None:

@@ -32,12 +32,14 @@ from datetime import UTC, date, datetime, timedelta
 import redis
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
+from rq.job import Job, JobStatus
+from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.worker import HerokuWorker, Worker
 
 from ..catalog import Catalog
 from ..config import Settings
-from ..days.keys import CHANGED, OUTBOX_DAYS, job_tick_key, split_partition
+from ..days.keys import CHANGED, OUTBOX_DAYS, job_tick_key, publish_lock_key, split_partition
 from ..days.scripts import Scripts
 from ..redis_conn import connect
 from . import audit, notify, retention
@@ -157,9 +159,33 @@ def publish_job_id(part: str, head: str) -> str:
     return "publish-" + hashlib.sha1(f"{part}|{head}".encode()).hexdigest()[:24]
 
 
+ORPHAN_RETRY_S = 30  # a publish job left "started" by a dead work horse is replaced this often
+
+
 def enqueue_publish(ctx: Context, part: str, head: str) -> bool:
+    """Enqueue the day's publish job, once per outbox head.
+
+    If a job with that id exists but nobody holds the day's publish lock, it is an orphan
+    (its work horse died with Redis or SIGKILL, and rq marks it failed only after its
+    timeout): a job under a second id, new every ``ORPHAN_RETRY_S``, takes over, so the
+    day's events do not wait minutes (found by the fault harness). Two publish jobs of one
+    day are harmless: the publish lock serialises them and delivery is deduplicated.
+    """
+    job_id = publish_job_id(part, head)
+    if _enqueue_publish(ctx, part, job_id):
+        return True
+    if ctx.client.exists(publish_lock_key(part)):
+        return False  # a live publisher holds the day
+    status = Job.fetch(job_id, connection=ctx.rq, serializer=SERIALIZER).get_status(
+        refresh=True) if Job.exists(job_id, connection=ctx.rq) else None
+    if status != JobStatus.STARTED:
+        return False  # queued, scheduled for a retry, or just finished: it will run or ran
+    return _enqueue_publish(ctx, part, f"{job_id}-{int(time.time() // ORPHAN_RETRY_S)}")
+
+
+def _enqueue_publish(ctx: Context, part: str, job_id: str) -> bool:
     try:
-        queue(ctx).enqueue(publish_job, part, job_id=publish_job_id(part, head), unique=True,
+        queue(ctx).enqueue(publish_job, part, job_id=job_id, unique=True,
                            retry=Retry(max=len(ctx.settings.retry_intervals),
                                        interval=ctx.settings.retry_intervals),
                            result_ttl=0, failure_ttl=60, job_timeout=120,
@@ -261,6 +287,27 @@ def stop_asked(worker: HerokuWorker) -> bool:
     return worker._shutdown_requested_date is not None or worker._stop_requested
 
 
+def release_dead_scheduler_lock(ctx: Context, worker: HerokuWorker) -> bool:
+    """Free the scheduler lock of a quit rq worker whose scheduler process is dead.
+
+    Without this the next worker cannot start a scheduler until the stale lock expires
+    (a minute or more), and every job waiting for a retry (a refused webhook delivery)
+    waits that long: events looked lost (found by the fault harness: a Redis restart
+    killed the scheduler while it held its lock). Only our own lock value is removed.
+    """
+    scheduler = getattr(worker, "scheduler", None)
+    if scheduler is None or (scheduler._process is not None and scheduler._process.is_alive()):
+        return False
+    key = RQScheduler.get_locking_key(QUEUE)
+    try:
+        freed = bool(Scripts(ctx.client).delete_if_equal(keys=[key], args=[scheduler.name]))
+    except (redis.ConnectionError, redis.TimeoutError):
+        return False
+    if freed:
+        log.warning("released the scheduler lock of the rq worker that quit")
+    return freed
+
+
 def run(settings: Settings, *, burst: bool = False) -> int:
     """The ``slotlock jobs`` process. SIGTERM: warm stop (rq's handler), ticker stops too.
 
@@ -287,6 +334,7 @@ def run(settings: Settings, *, burst: bool = False) -> int:
                 break
             log.warning("the rq worker quit without being asked to; starting another in 1 s")
             time.sleep(1)
+            release_dead_scheduler_lock(ctx, worker)
             if stop_asked(worker):
                 break
             generation += 1
