@@ -205,7 +205,9 @@ class Client:
         """
         reserved = None
         if command.idempotency_key:
-            command, reserved = self._reserve_key(command)
+            command, reserved, told = self._reserve_key(command)
+            if told is not None:  # refused before queueing, the first time: the same answer
+                return Result(command.command_id, told, True)
         keys = DayKeys.of(command.calendar, command.date)
         scoped_key = f"{command.actor}:{command.idempotency_key}" if command.idempotency_key else None
         # One round trip: index the day, append, then bump the index of days with work and
@@ -233,9 +235,16 @@ class Client:
                 self.scripts.delete_if_equal(keys=[reserved[0]], args=[reserved[1]])
             raise
         if submitted.refused:
-            # the key stays pinned to this request (its global record, with its TTL): a
-            # retry is refused the same way, another body with the key is a mismatch
-            return Result(command.command_id, refusal.to_dict())
+            # the key stays pinned to this request and to this answer (its global record,
+            # with its TTL): a retry is told the same even if the rules changed meanwhile,
+            # another body with the key is a mismatch
+            told = refusal.to_dict()
+            if command.idempotency_key:
+                key = idempotency_key(command.actor, command.idempotency_key)
+                record = {"command_id": command.command_id, "booking_id": command.booking_id,
+                          "fingerprint": print_, "outcome": told}
+                self.redis.set(key, json.dumps(record), xx=True, keepttl=True)
+            return Result(command.command_id, told)
         if submitted.outcome is not None:  # a retry of a decided command: no wait at all
             outcome = json.loads(submitted.outcome)
             return Result(submitted.command_id, outcome if self.replicated() else None, True)
@@ -244,11 +253,13 @@ class Client:
         outcome = self.wait(submitted.command_id, wait)
         return Result(submitted.command_id, outcome, submitted.duplicate)
 
-    def _reserve_key(self, command: Command) -> tuple[Command, tuple[str, str] | None]:
+    def _reserve_key(self, command: Command
+                     ) -> tuple[Command, tuple[str, str] | None, dict[str, Any] | None]:
         """Pin an idempotency key to one command id and request body, across all days.
 
-        Returns the command to submit and, when this call wrote the key's record, the
-        record's (key, value) so that a refusal further on can take it back.
+        Returns the command to submit; when this call wrote the key's record, the record's
+        (key, value) so that a refusal further on can take it back; and the outcome the
+        record holds for a request refused before anything was queued.
         """
         key = idempotency_key(command.actor, command.idempotency_key)
         record = {
@@ -258,7 +269,7 @@ class Client:
         }
         value = json.dumps(record)
         if self.redis.set(key, value, nx=True, ex=self.settings.idempotency_ttl_s):
-            return command, (key, value)
+            return command, (key, value), None
         existing = json.loads(self.redis.get(key) or json.dumps(record))
         if existing["fingerprint"] != record["fingerprint"]:
             raise IdempotencyMismatch(command.idempotency_key, existing["command_id"])
@@ -266,7 +277,7 @@ class Client:
         fields = {f: getattr(command, f) for f in command.__slots__}
         fields.update(command_id=existing["command_id"], booking_id=existing["booking_id"],
                       date=day)
-        return type(command)(**fields), None
+        return type(command)(**fields), None, existing.get("outcome")
 
     # -- outcomes ------------------------------------------------------------------------
 

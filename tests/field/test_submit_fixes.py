@@ -143,3 +143,25 @@ def test_a_retry_gets_its_first_outcome_even_once_outside_the_window(settings, c
             client.book("alice", "main", at(11), at(12), "other", idempotency_key="w")
         fresh = client.book("alice", "main", at(13), at(14), "new", idempotency_key="v")
         assert fresh.outcome["error"]["details"]["rule"] == "horizon"
+
+
+def test_a_request_refused_before_queueing_keeps_its_answer_for_its_retries(settings, client):
+    """Found by the 10-minute chaos run: refused (outside the window, nothing written), the
+    rules widened, the retry with the same key was queued and accepted: 422 then 201."""
+    from dataclasses import replace
+
+    calendar = client.catalog.get("main")
+    client.catalog.put(calendar.with_changes(rules=replace(calendar.rules, horizon_days=1)))
+    client._calendars.clear()
+    with WorkerThread(settings):
+        first = client.book("alice", "main", at(9), at(10), "x", idempotency_key="r")
+        assert first.outcome["error"]["details"]["rule"] == "horizon"
+        calendar = client.catalog.get("main")
+        client.catalog.put(calendar.with_changes(rules=replace(calendar.rules, horizon_days=0)))
+        client._calendars.clear()
+        again = client.book("alice", "main", at(9), at(10), "x", idempotency_key="r")
+        assert again.duplicate and again.outcome == first.outcome
+        with pytest.raises(IdempotencyMismatch):
+            client.book("alice", "main", at(11), at(12), "other", idempotency_key="r")
+        fresh = client.book("alice", "main", at(9), at(10), "x", idempotency_key="s")
+        assert fresh.outcome["status"] == "accepted"

@@ -113,3 +113,17 @@ def test_a_busy_day_is_compacted_whatever_its_date(any_redis):
     assert [(r.day, r.status, r.trimmed) for r in results] == [(f"main:{busy}", "retained", 5)]
     assert any_redis.xlen(keys.cmds) == 0 and any_redis.hlen(keys.done) == 5
     assert audit_day(any_redis, f"main:{busy}").ok
+
+
+def test_a_fully_retained_day_is_skipped_until_it_changes(any_redis):
+    """Issue 11 (scan amplification): later runs read no key of a day retention finished."""
+    from slotlock.days.keys import CHANGED
+
+    settings = make_settings()
+    history(settings, any_redis)
+    later_ms = int(time.time() * 1000) + (settings.idempotency_ttl_s + 120) * 1000
+    run_retention(any_redis, 30, settings.idempotency_ttl_s, today=TODAY, now_ms=later_ms)
+    assert run_retention(any_redis, 30, settings.idempotency_ttl_s, today=TODAY) == []
+    any_redis.zadd(CHANGED, {PART: int(time.time() * 1000) + 1000})  # committed to again
+    assert [r.day for r in run_retention(any_redis, 30, settings.idempotency_ttl_s,
+                                         today=TODAY)] == [PART]

@@ -19,6 +19,7 @@ DEV_SECRET_KEY = f"{PREFIX}:dev:secret-key"  # shared session key of web process
 REPLICATION_BARRIER = f"{PREFIX}:replication-barrier"  # counter written before WAIT, see client
 DAYS = f"{PREFIX}:days"  # zset: every partition ever written, scored by local date ordinal
 # -- background jobs (issue 6) ----------------------------------------------------------------
+RETAINED = f"{PREFIX}:days:retained"  # zset: old days retention has finished -> epoch ms
 CHANGED = f"{PREFIX}:days:changed"  # zset: partition -> epoch ms of its last commit (audit)
 OUTBOX_DAYS = f"{PREFIX}:outbox:days"  # zset: partitions whose outbox may hold events (bump)
 FINDINGS = f"{PREFIX}:findings"  # hash: partition -> json of the last audit's findings

@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 import redis
 
 from ..catalog import Catalog
-from ..days.keys import CHANGED, DayKeys
+from ..days.keys import CHANGED, RETAINED, DayKeys
 from ..days.scripts import Scripts
 from .audit import START, audit_and_record, known_days
 
@@ -52,7 +52,16 @@ def cutoff(today: date, retention_days: int) -> date:
 
 
 def old_days(client: redis.Redis, before: date) -> list[str]:
-    return known_days(client, before=before)
+    """Days before ``before`` that may still need retention: every day not yet marked done
+    in ``sl:days:retained``, and done ones committed to since (an admin's late booking).
+    Three round trips whatever the number of days; no per-day key is read for a day done."""
+    parts = known_days(client, before=before)
+    if not parts:
+        return []
+    retained = client.zmscore(RETAINED, parts)
+    changed = client.zmscore(CHANGED, parts)
+    return [p for p, done_at, changed_at in zip(parts, retained, changed)
+            if done_at is None or (changed_at is not None and changed_at > done_at)]
 
 
 def retain_day(client: redis.Redis, part: str, *, idempotency_ttl_s: int,
@@ -63,7 +72,9 @@ def retain_day(client: redis.Redis, part: str, *, idempotency_ttl_s: int,
     snap_cursor = client.hget(keys.snapshot, "cursor")
     state_cursor = client.hget(keys.state, "cursor") or START
     if snap_cursor == state_cursor or state_cursor == START:
-        return Retained(part, "unchanged", 0, *prune(scripts, keys, now_ms, idempotency_ttl_s))
+        out = Retained(part, "unchanged", 0, *prune(scripts, keys, now_ms, idempotency_ttl_s))
+        mark_done(client, keys)
+        return out
     report = audit_and_record(client, part, catalog)
     if not report.ok or report.bookings is None:
         log.warning("day %s not retained: the audit has %d finding(s)", part,
@@ -79,9 +90,17 @@ def retain_day(client: redis.Redis, part: str, *, idempotency_ttl_s: int,
         return Retained(part, str(result[1]), 0, *prune(scripts, keys, now_ms, idempotency_ttl_s))
     out = Retained(part, "retained", int(result[1]),
                    *prune(scripts, keys, now_ms, idempotency_ttl_s))
+    mark_done(client, keys)
     log.info("retained %s at %s: %d commands trimmed, %d outcomes and %d idempotency "
              "records pruned", part, report.cursor, out.trimmed, out.outcomes, out.idempotency)
     return out
+
+
+def mark_done(client: redis.Redis, keys: DayKeys) -> None:
+    """A retained day with nothing left to prune is skipped by later runs (``old_days``)
+    until it is committed to again."""
+    if client.hlen(keys.done) == 0:
+        client.zadd(RETAINED, {keys.part: int(time.time() * 1000)})
 
 
 def prune(scripts: Scripts, keys: DayKeys, now_ms: int, idempotency_ttl_s: int
