@@ -226,6 +226,12 @@ class Checker:
                          f"bookings, changed: {op.notes}")
             return
         if op.f == "retry":  # the same key and body again: must be told the first outcome
+            dropped = self.forgotten.get((op.client, op.key))
+            if dropped is not None and dropped.get("command_id") not in self._queued:
+                # refused before queueing, and the key's record (which held that answer)
+                # expired: nothing remembers the first request, the retry is a new one
+                self.resolved["retry of a key that pins nothing"] += 1
+                return
             if op.type in ("ok", "fail") and signature(op) != op.expect:
                 self.add("duplicate", f"op {op.id}: retry of key {op.key} told "
                          f"{signature(op)}, the first attempt was told {op.expect}")
