@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import signal
 import threading
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 from ..days.keys import WORKERS, DayKeys
 from ..days.lease import parse_lease
+from ..workers import jobs
 from .cluster import Cluster
 
 log = logging.getLogger("slotlock.chaos")
@@ -32,6 +34,7 @@ KINDS = {
     "redis_restart": 0.5,  # SIGKILL redis-server, restart it from its AOF
     "net_slow": 1.0,  # one link gets 20-150 ms per chunk for a few seconds
     "net_stall": 1.0,  # one link holds all traffic for 0.3-3 s, then delivers it late
+    "kill_scheduler": 0.5,  # SIGKILL rq's scheduler process, as a Redis error ends it
 }
 
 
@@ -236,6 +239,21 @@ class Injector(threading.Thread):
         fault.target = "redis"
         fault.detail["killed"] = self.cluster.redis.execute_command("CLIENT", "KILL", "TYPE",
                                                                     "normal")
+
+    def kill_scheduler(self, fault: Fault) -> None:
+        """rq's scheduler process (a child of ``slotlock jobs``) exits on any Redis error
+        and its worker restarts it only at maintenance; retries of refused webhook
+        deliveries wait for it (found by CI's chaos run: events never arrived)."""
+        client = self.cluster.redis
+        name = client.get(f"rq:scheduler-lock:{jobs.QUEUE}")
+        pid = client.hget(f"rq:scheduler:{name}", "pid") if name else None
+        fault.target = f"rq scheduler {name or '-'}"
+        fault.detail["pid"] = int(pid) if pid else None
+        if pid:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                fault.detail["gone"] = True
 
     def redis_restart(self, fault: Fault) -> None:
         fault.target = "redis"

@@ -31,8 +31,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import redis
 from rq import Queue, Retry
-from rq.exceptions import DuplicateJobError
+from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.registry import ScheduledJobRegistry
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.worker import HerokuWorker, Worker
@@ -159,28 +160,55 @@ def publish_job_id(part: str, head: str) -> str:
     return "publish-" + hashlib.sha1(f"{part}|{head}".encode()).hexdigest()[:24]
 
 
-ORPHAN_RETRY_S = 30  # a publish job left "started" by a dead work horse is replaced this often
+ORPHAN_RETRY_S = 10  # a stalled publish job of one outbox head is replaced this often at most
+MAINTENANCE_S = 60
+STALLED_AFTER_S = 5  # a retry this far past its time waits for a dead rq scheduler
+WILL_RUN = (JobStatus.QUEUED, JobStatus.DEFERRED)
 
 
 def enqueue_publish(ctx: Context, part: str, head: str) -> bool:
     """Enqueue the day's publish job, once per outbox head.
 
-    If a job with that id exists but nobody holds the day's publish lock, it is an orphan
-    (its work horse died with Redis or SIGKILL, and rq marks it failed only after its
-    timeout): a job under a second id, new every ``ORPHAN_RETRY_S``, takes over, so the
-    day's events do not wait minutes (found by the fault harness). Two publish jobs of one
-    day are harmless: the publish lock serialises them and delivery is deduplicated.
+    If a job with that id exists but nobody holds the day's publish lock and the job will
+    not run by itself, a job under a second id (new every ``ORPHAN_RETRY_S``) takes over,
+    so the day's events never wait on rq's bookkeeping (each case found by the fault
+    harness):
+
+    - "started" by a work horse that died with Redis or SIGKILL (rq marks it failed only
+      after its timeout);
+    - "scheduled" for a retry more than ``STALLED_AFTER_S`` ago: rq's scheduler process
+      dies on a Redis error and its worker restarts it only at its next maintenance;
+    - "failed" after its last retry (kept for its failure TTL): deliveries go on.
+
+    Two publish jobs of one day are harmless: the publish lock serialises them and
+    delivery is deduplicated by event id.
     """
     job_id = publish_job_id(part, head)
     if _enqueue_publish(ctx, part, job_id):
         return True
     if ctx.client.exists(publish_lock_key(part)):
         return False  # a live publisher holds the day
-    status = Job.fetch(job_id, connection=ctx.rq, serializer=SERIALIZER).get_status(
-        refresh=True) if Job.exists(job_id, connection=ctx.rq) else None
-    if status != JobStatus.STARTED:
-        return False  # queued, scheduled for a retry, or just finished: it will run or ran
+    if not _stalled(ctx, job_id):
+        return False
+    log.warning("publish job %s of %s is stalled; a new job takes over", job_id, part)
     return _enqueue_publish(ctx, part, f"{job_id}-{int(time.time() // ORPHAN_RETRY_S)}")
+
+
+def _stalled(ctx: Context, job_id: str) -> bool:
+    try:
+        status = Job.fetch(job_id, connection=ctx.rq, serializer=SERIALIZER).get_status(
+            refresh=True)
+    except NoSuchJobError:
+        return False  # gone since: the next tick enqueues it under its own id
+    if status in WILL_RUN:
+        return False
+    if status == JobStatus.SCHEDULED:
+        try:
+            due = ScheduledJobRegistry(queue=queue(ctx)).get_scheduled_time(job_id)
+        except NoSuchJobError:
+            return True  # "scheduled" but in no registry: nothing will move it
+        return (datetime.now(UTC) - due).total_seconds() > STALLED_AFTER_S
+    return True  # started (no lock held: its horse is dead), failed, stopped, finished
 
 
 def _enqueue_publish(ctx: Context, part: str, job_id: str) -> bool:
@@ -324,7 +352,8 @@ def run(settings: Settings, *, burst: bool = False) -> int:
     try:
         while True:
             name = f"slotlock-jobs-{settings.worker_id}" + (f"-{generation}" if generation else "")
-            worker = make_worker(ctx, name=name)
+            # maintenance restarts a dead scheduler process (rq's default: every 10 min)
+            worker = make_worker(ctx, name=name, maintenance_interval=MAINTENANCE_S)
             try:
                 worker.work(with_scheduler=True, burst=burst,
                             logging_level=os.environ.get("SLOTLOCK_LOG_LEVEL", "INFO").upper())
