@@ -31,6 +31,7 @@ from .model.timeutil import TimeError, local_date, to_utc
 from .redis_conn import connect, connect_blocking
 
 CALENDAR_CACHE_S = 1.0
+MARKER_TTL_MS = 10_000  # submit.lua's "nothing queued" marker for a fused wait
 ACTOR_TAG_HEX = 16
 
 
@@ -129,6 +130,7 @@ class Client:
             timeout_ms=settings.redis_timeout_ms,
         )
         self.scripts = Scripts(self.redis)
+        self.blocking_scripts = Scripts(self.blocking)
         self.store = DayStore(self.redis, self.scripts)
         self.index = WorkIndex(self.redis, self.scripts)
         self.catalog = Catalog(self.redis, self.scripts)
@@ -215,17 +217,27 @@ class Client:
         # one empty read).
         command_json = json.dumps(command.to_dict())
         print_ = fingerprint(command) if scoped_key else ""
+        wait = self.settings.reply_timeout_ms if wait_ms is None else min(
+            wait_ms, self.settings.reply_timeout_ms)
+        # A fresh command id (not a retry's) has a reply list nobody else waits on: the wait
+        # for the outcome rides in the same round trip, after the wake-up (see submit.lua).
+        fused = refusal is None and wait > 0 and (reserved is not None
+                                                  or not command.idempotency_key)
 
         def build(pipe) -> None:
             if refusal is None:
                 self.index.note_day(keys.part, command.date, pipe=pipe)  # before the append
             self.store.submit(keys, command.command_id, command_json, scoped_key,
                               self.settings.backlog_limit, pipe=pipe, fingerprint=print_,
-                              refuse=refusal is not None)
+                              refuse=refusal is not None,
+                              marker_ttl_ms=MARKER_TTL_MS if fused else 0)
             if refusal is None:
                 self.index.mark(keys.part, pipe=pipe)
+            if fused:
+                reply = keys.reply(command.command_id)
+                pipe.blmove(reply, reply, wait / 1000, "LEFT", "RIGHT")
 
-        replies = self.scripts.run_pipeline(build)
+        replies = (self.blocking_scripts if fused else self.scripts).run_pipeline(build)
         try:
             submitted = self.store.submitted(keys, command.command_id,
                                              replies[0 if refusal is not None else 1],
@@ -248,9 +260,14 @@ class Client:
         if submitted.outcome is not None:  # a retry of a decided command: no wait at all
             outcome = json.loads(submitted.outcome)
             return Result(submitted.command_id, outcome if self.replicated() else None, True)
-        wait = self.settings.reply_timeout_ms if wait_ms is None else min(
-            wait_ms, self.settings.reply_timeout_ms)
-        outcome = self.wait(submitted.command_id, wait)
+        if fused and not submitted.duplicate:
+            raw = replies[-1]
+            if raw:
+                return Result(submitted.command_id,
+                              json.loads(raw) if self.replicated() else None)
+            outcome = self.wait(submitted.command_id, 0)  # timed out: decided since?
+        else:
+            outcome = self.wait(submitted.command_id, wait)
         return Result(submitted.command_id, outcome, submitted.duplicate)
 
     def _reserve_key(self, command: Command

@@ -150,3 +150,32 @@ def test_a_day_whose_batch_raises_is_let_go_and_the_others_go_on(settings, clien
         assert worker.stats["day_errors"] >= 1
         assert not client.redis.exists(DayKeys.of("main", poisoned).lease)
         assert client.status(stuck.command_id)["status"] == "pending"  # nothing half-written
+
+
+def test_a_fused_wait_returns_at_once_when_nothing_was_queued(settings, client):
+    """The wait for the outcome rides in the submit's round trip (``submit.lua``'s marker):
+    a refusal by the script (backlog full, a key's earlier command on the day) must not
+    wait out the reply timeout (3 s here)."""
+    from slotlock.days.keys import idempotency_key
+
+    tight = Client(settings.model_copy(update={"backlog_limit": 1}))
+    tight.book("a", "main", at(1), at(2), "x", wait_ms=0)
+    started = time.monotonic()
+    with pytest.raises(Backpressure):
+        tight.book("a", "main", at(3), at(4), "x")  # waits by default
+    assert time.monotonic() - started < 1.0
+    # the key's global record expired while the day still knows it: told the first command
+    first = client.book("a", "main", at(5), at(6), "y", idempotency_key="k-9", wait_ms=0)
+    client.redis.delete(idempotency_key("a", "k-9"))
+    with WorkerThread(settings):
+        started = time.monotonic()
+        again = client.book("a", "main", at(5), at(6), "y", idempotency_key="k-9")
+        assert again.duplicate and again.command_id == first.command_id
+        assert again.outcome["status"] in ("accepted", "rejected")
+        assert time.monotonic() - started < 2.5
+
+
+def test_a_fused_wait_gets_the_outcome_in_the_submit_round_trip(settings, client):
+    with WorkerThread(settings):
+        result = client.book("alice", "main", at(7), at(8), "fused")
+        assert result.outcome["status"] == "accepted" and not result.duplicate

@@ -56,15 +56,21 @@ class DayStore:
 
     def submit(self, keys: DayKeys, command_id: str, command_json: str,
                idempotency_key: str | None = None, backlog_limit: int = 0,
-               pipe=None, fingerprint: str = "", refuse: bool = False) -> Submitted | None:
+               pipe=None, fingerprint: str = "", refuse: bool = False,
+               marker_ttl_ms: int = 0) -> Submitted | None:
         """Append a command. With ``pipe``, queue the call there and read it with ``submitted``.
 
         With an idempotency key, a retry is told the first command (and its outcome, if
-        decided) only if it carries the same request ``fingerprint``.
+        decided) only if it carries the same request ``fingerprint``. With
+        ``marker_ttl_ms`` the caller waits on the command's reply list later in the same
+        pipeline: if nothing is queued, the script puts a marker there (``submit.lua``).
         """
         script_keys = [keys.cmds, keys.idem, keys.state, keys.done]
         script_args = [command_id, command_json, idempotency_key or "", backlog_limit, fingerprint,
                        "1" if refuse else ""]
+        if marker_ttl_ms:
+            script_keys.append(keys.reply(command_id))
+            script_args.append(marker_ttl_ms)
         if pipe is not None:
             self.scripts.queue(pipe, "submit", script_keys, script_args)
             return None
