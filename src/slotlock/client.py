@@ -131,6 +131,7 @@ class Client:
         )
         self.scripts = Scripts(self.redis)
         self.blocking_scripts = Scripts(self.blocking)
+        self._scripts_loaded = False
         self.store = DayStore(self.redis, self.scripts)
         self.index = WorkIndex(self.redis, self.scripts)
         self.catalog = Catalog(self.redis, self.scripts)
@@ -223,7 +224,24 @@ class Client:
         # for the outcome rides in the same round trip, after the wake-up (see submit.lua).
         fused = refusal is None and wait > 0 and (reserved is not None
                                                   or not command.idempotency_key)
+        fused = fused and self.acquire_wait()
+        try:
+            return self._submit(command, keys, command_json, scoped_key, print_, wait,
+                                refusal, reserved, fused)
+        finally:
+            if fused:
+                self.release_wait()
 
+    def acquire_wait(self) -> bool:
+        """May this thread block waiting for an outcome? (``WebClient`` caps the waiters.)"""
+        return True
+
+    def release_wait(self) -> None:
+        pass
+
+    def _submit(self, command: Command, keys: DayKeys, command_json: str,
+                scoped_key: str | None, print_: str, wait: int, refusal: Rejected | None,
+                reserved: tuple[str, str] | None, fused: bool) -> Result:
         def build(pipe) -> None:
             if refusal is None:
                 self.index.note_day(keys.part, command.date, pipe=pipe)  # before the append
@@ -237,7 +255,17 @@ class Client:
                 reply = keys.reply(command.command_id)
                 pipe.blmove(reply, reply, wait / 1000, "LEFT", "RIGHT")
 
-        replies = (self.blocking_scripts if fused else self.scripts).run_pipeline(build)
+        if fused and not self._scripts_loaded:
+            # A NOSCRIPT in the pipeline would not stop the BLMOVE behind it, which would
+            # then wait out its timeout: load the scripts first (once per process, and again
+            # after any connection error: Redis may have restarted with an empty cache).
+            self.blocking_scripts.load_all()
+            self._scripts_loaded = True
+        try:
+            replies = (self.blocking_scripts if fused else self.scripts).run_pipeline(build)
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._scripts_loaded = False
+            raise
         try:
             submitted = self.store.submitted(keys, command.command_id,
                                              replies[0 if refusal is not None else 1],

@@ -179,3 +179,14 @@ def test_a_fused_wait_gets_the_outcome_in_the_submit_round_trip(settings, client
     with WorkerThread(settings):
         result = client.book("alice", "main", at(7), at(8), "fused")
         assert result.outcome["status"] == "accepted" and not result.duplicate
+
+
+def test_the_first_fused_wait_of_a_process_does_not_wait_out_a_noscript(settings, client):
+    """A NOSCRIPT inside the fused pipeline does not stop the BLMOVE behind it: without the
+    scripts loaded first, a process's first booking waited the whole reply timeout."""
+    client.redis.script_flush()
+    fresh = Client(settings)
+    with WorkerThread(settings):
+        started = time.monotonic()
+        assert fresh.book("alice", "main", at(20), at(21), "first")
+        assert time.monotonic() - started < 1.5

@@ -22,13 +22,19 @@ class WebClient(Client):
         super().__init__(settings, **kwargs)
         self.waits = threading.BoundedSemaphore(settings.max_reply_waits)  # 0: nobody waits
 
+    def acquire_wait(self) -> bool:
+        return self.waits.acquire(blocking=False)
+
+    def release_wait(self) -> None:
+        self.waits.release()
+
     def wait(self, command_id: str, wait_ms: int):
-        if wait_ms <= 0 or not self.waits.acquire(blocking=False):
+        if wait_ms <= 0 or not self.acquire_wait():
             return super().wait(command_id, 0)
         try:
             return super().wait(command_id, wait_ms)
         finally:
-            self.waits.release()
+            self.release_wait()
 
 
 class Services:
