@@ -54,6 +54,15 @@ class User:
 
 
 @dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """What never changes about a token whose secret was checked: its id, owner, expiry."""
+
+    token_id: str
+    user: str
+    expires_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class TokenInfo:
     token_id: str
     user: str
@@ -84,7 +93,11 @@ class Users:
     def get(self, name: str) -> User | None:
         if not isinstance(name, str) or not USER_NAME.match(name):
             return None
-        data = self.client.hgetall(user_key(name))
+        return self.user_of(self.client.hgetall(user_key(name)))
+
+    @staticmethod
+    def user_of(data: dict[str, str] | None) -> User | None:
+        """The user of a ``sl:user:<name>`` record read by ``HGETALL``; None if it is gone."""
         if not data or "name" not in data:
             return None
         return User(data["name"], data.get("admin") == "1", data.get("session", ""))
@@ -153,6 +166,12 @@ class Users:
 
     def authenticate(self, token: object) -> User | None:
         """The user of a valid, unexpired token; None for anything else (never raises)."""
+        verified = self.verify_token(token)
+        return self.get(verified.user) if verified is not None else None
+
+    def verify_token(self, token: object) -> VerifiedToken | None:
+        """The token's id, owner and expiry if its secret matches the stored hash and it has
+        not expired (the owner is not looked up); None for anything else (never raises)."""
         if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
             return None
         match = TOKEN.match(token)
@@ -164,9 +183,10 @@ class Users:
         if not stored or not hmac.compare_digest(stored, hash_secret(secret)):
             return None
         expires_at = record.get("expires_at")
-        if expires_at and expires_at.isdigit() and int(expires_at) <= time.time():
+        expiry = int(expires_at) if expires_at and expires_at.isdigit() else None
+        if expiry is not None and expiry <= time.time():
             return None
-        return self.get(record.get("user", ""))
+        return VerifiedToken(token_id, record.get("user", ""), expiry)
 
     def tokens(self, name: str) -> list[TokenInfo]:
         """The user's live tokens (ids only: secrets are not stored), oldest first."""

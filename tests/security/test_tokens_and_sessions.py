@@ -142,3 +142,30 @@ def test_cli_token_list_revoke_and_user_remove(redis_server, users, real_redis):
     assert users.get("alice") is None and not real_redis.exists(user_tokens_key("alice"))
     gone = run(main, ["user", "remove", "alice"], env=env)
     assert gone.exit_code == 1 and "no user" in gone.output
+
+
+def test_a_remembered_token_sees_its_owners_admin_flag_change_at_once(make_app, users):
+    """The web remembers a verified token's id and owner (web/tokens.py) but reads the
+    owner's record on every request: taking away admin takes effect on the next request."""
+    users.add("root", admin=True)
+    token = users.issue_token("root")
+    client = make_app().test_client()
+    findings = "/api/v1/admin/findings"
+    assert client.get(findings, headers=bearer(token)).status_code == 200
+    users.add("root", admin=False)
+    assert client.get(findings, headers=bearer(token)).status_code == 403
+
+
+def test_remembered_tokens_are_bounded_and_a_forged_one_is_never_remembered(users, real_redis,
+                                                                             monkeypatch):
+    from slotlock.days.scripts import Scripts
+    from slotlock.web import tokens
+
+    monkeypatch.setattr(tokens, "MAX_REMEMBERED", 2)
+    gate = tokens.TokenGate(users, Scripts(real_redis), "100/minute")
+    issued = [users.issue_token("alice") for _ in range(3)]
+    assert all(gate.check(t).user.name == "alice" for t in issued)
+    assert list(gate._known) == issued[1:]  # the oldest went first
+    assert gate.check(forged_token()).user is None
+    assert gate.check(issued[1][:-1] + "x").user is None  # right id, wrong secret
+    assert list(gate._known) == issued[1:]

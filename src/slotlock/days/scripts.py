@@ -9,7 +9,8 @@ import redis
 
 HERE = Path(__file__).parent
 WORKERS = HERE.parent / "workers"
-PLACES = {"retain": WORKERS, "prune": WORKERS}  # scripts that live beside their module
+WEB = HERE.parent / "web"
+PLACES = {"retain": WORKERS, "prune": WORKERS, "rate_count": WEB}  # scripts that live beside their module
 
 
 @cache
@@ -31,6 +32,7 @@ class Scripts:
         "lock_zone",
         "retain",
         "prune",
+        "rate_count",
     )
 
     def __init__(self, client: redis.Redis, *, unfenced_commit: bool = False):

@@ -1,7 +1,7 @@
 """Bearer tokens for the JSON API; the user of the request lives in ``flask.g.user``.
 
 Rate limits must never trust what a request merely claims: an API request counts
-against its token only once the token is verified (``verified_token_key``); every
+against its token only once the token is verified (``tokens.TokenGate``); every
 other request, and every sign-in, counts against the client address
 (``client_address_key``), which is the peer address unless ``SLOTLOCK_TRUSTED_PROXIES``
 says how many proxies in front may set X-Forwarded-For (werkzeug's ProxyFix).
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from flask import current_app, g, request
 
-from ..users import TOKEN, USER_NAME, User
+from ..users import USER_NAME, User
 from .errors import ApiError
 
 _UNCHECKED = object()
@@ -26,24 +26,33 @@ def bearer_token() -> str | None:
 
 
 def token_user() -> User | None:
-    """The user of the request's bearer token, verified once per request (cached in g)."""
+    """The user of the request's bearer token, checked once per request (cached in g);
+    a verified token's request is counted against its rate limit in the same round trip
+    (``tokens.TokenGate``)."""
     cached = g.get("token_user", _UNCHECKED)
     if cached is _UNCHECKED:
         token = bearer_token()
-        cached = None if token is None else current_app.extensions["slotlock"].users.authenticate(
-            token)
+        cached, g.retry_after_s = None, 0
+        if token is not None:
+            checked = current_app.extensions["slotlock"].tokens.check(token)
+            cached, g.retry_after_s = checked.user, checked.retry_after_s
         g.token_user = cached
     return cached
 
 
 def authenticate() -> User:
-    """Raise 401 unless the request carries the token of a known user."""
+    """Raise 401 unless the request carries the token of a known user, 429 if that token
+    is over its rate limit (``SLOTLOCK_RATE_LIMIT``)."""
     if bearer_token() is None:
         raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <token>' "
                                             "(create one with: slotlock user add NAME)")
     user = token_user()
     if user is None:
         raise ApiError(401, "unauthorized", "unknown, expired or revoked token")
+    if g.retry_after_s > 0:
+        raise ApiError(429, "rate_limited", "too many requests with this token: "
+                       f"{current_app.extensions['slotlock'].settings.rate_limit}",
+                       headers={"Retry-After": str(g.retry_after_s)})
     g.user = user
     return user
 
@@ -54,12 +63,6 @@ def current_user() -> User:
 
 def client_address_key() -> str:
     return f"addr:{request.remote_addr or '-'}"
-
-
-def verified_token_key() -> str:
-    """Per token id, for a request whose token is verified (the limit is exempt otherwise)."""
-    match = TOKEN.match(bearer_token() or "")
-    return f"token:{match.group(1)}" if match else client_address_key()
 
 
 def has_verified_token() -> bool:

@@ -7,6 +7,7 @@ import threading
 from ..client import Client
 from ..config import Settings
 from ..users import Users
+from .tokens import TokenGate
 
 
 class WebClient(Client):
@@ -43,6 +44,7 @@ class Services:
         self._lock = threading.Lock()
         self._client: Client | None = None
         self._users: Users | None = None
+        self._tokens: TokenGate | None = None
 
     @property
     def client(self) -> Client:
@@ -51,6 +53,15 @@ class Services:
                 if self._client is None:
                     self._client = WebClient(self.settings)
         return self._client
+
+    @property
+    def tokens(self) -> TokenGate:
+        if self._tokens is None:
+            users, scripts = self.users, self.client.scripts  # outside the lock: they take it
+            with self._lock:
+                if self._tokens is None:
+                    self._tokens = TokenGate(users, scripts, self.settings.rate_limit)
+        return self._tokens
 
     @property
     def users(self) -> Users:
