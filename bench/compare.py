@@ -392,6 +392,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="off matches Redis AOF everysec's durability (default on)")
     parser.add_argument("--audit", action="store_true", help="also run `slotlock audit`")
     parser.add_argument("--json", help="write every figure to this file")
+    parser.add_argument("--web-options", help="slotlock's gunicorn options instead of the "
+                        "Procfile's, e.g. \"--worker-class gthread --workers 2 --threads 8\"")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.warmup, args.flash_rounds = 3.0, 0.5, 2
@@ -410,7 +412,7 @@ def main(argv=None) -> int:
           f"on both stacks, PostgreSQL synchronous_commit={args.pg_synchronous_commit}")
     with tempfile.TemporaryDirectory(prefix="slotlock-compare-") as tmp:
         for name in args.stack:
-            stack = (SlotlockStack(Path(tmp), args.rate_limit) if name == "slotlock" else
+            stack = (SlotlockStack(Path(tmp), args.rate_limit, web_options=args.web_options) if name == "slotlock" else
                      ConventionalStack(Path(tmp), args.rate_limit,
                                        synchronous_commit=args.pg_synchronous_commit))
             try:

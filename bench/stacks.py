@@ -10,6 +10,7 @@ figure taken on a shared machine says how shared it was.
 from __future__ import annotations
 
 import os
+import re
 import pwd
 import secrets
 import shlex
@@ -140,8 +141,10 @@ class SlotlockStack:
     name = "slotlock"
     store = "redis-server"
 
-    def __init__(self, tmp: Path, rate_limit: str, *, extra_env: dict[str, str] | None = None):
+    def __init__(self, tmp: Path, rate_limit: str, *, extra_env: dict[str, str] | None = None,
+                 web_options: str | None = None):
         self.tmp = tmp / "slotlock"
+        self.web_options = web_options  # replaces the Procfile's --worker-class ... --threads N
         self.rate_limit = rate_limit
         self.extra_env = extra_env or {}
         self.redis = RedisServer(self.tmp / "redis")  # AOF everysec, as `slotlock up`
@@ -171,6 +174,9 @@ class SlotlockStack:
         }
         self.cli("migrate")
         self.web_command = procfile_line("web").replace("--bind 0.0.0.0:", "--bind 127.0.0.1:")
+        if self.web_options:
+            self.web_command = re.sub(r"--worker-class \S+ --workers \d+ --threads \d+",
+                                      self.web_options, self.web_command)
         with open(self.tmp / "web.log", "wb") as log:
             self.web = subprocess.Popen(["/bin/sh", "-c", f"exec {self.web_command}"],
                                         env=self.env, stdout=log, stderr=log,
