@@ -76,6 +76,9 @@ class WorkIndex:
     def score(self, part: str) -> float | None:
         return self.client.zscore(ACTIVE, part)
 
+    def queue_remove_if_unchanged(self, pipe, part: str, score: float) -> None:
+        self.scripts.queue(pipe, "index_remove", [ACTIVE], [part, repr(score)])
+
     def remove_if_unchanged(self, part: str, score: float) -> bool:
         return bool(int(self.scripts.index_remove(keys=[ACTIVE], args=[part, repr(score)])))
 

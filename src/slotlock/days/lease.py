@@ -101,6 +101,14 @@ class DayLease:
         self.expires_at = started + self.ttl_ms / 1000
         return True
 
+    def queue_release(self, pipe) -> None:
+        """Queue :meth:`release` on a pipeline (``Scripts.queue``); then call ``released``."""
+        if self.token is not None:
+            self.scripts.queue(pipe, "lease_release", [self.keys.lease], [self.value])
+
+    def released(self) -> None:
+        self.token = None
+
     def release(self) -> bool:
         if self.token is None:
             return False

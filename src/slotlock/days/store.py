@@ -93,6 +93,15 @@ class DayStore:
     def read_state(self, keys: DayKeys) -> StoredState:
         return _stored_state(self.client.hmget(keys.state, STATE_FIELDS))
 
+    @staticmethod
+    def queue_read_state(pipe, keys: DayKeys) -> None:
+        """Queue ``read_state`` on a pipeline; turn its reply into state with ``stored_state``."""
+        pipe.hmget(keys.state, STATE_FIELDS)
+
+    @staticmethod
+    def stored_state(reply: list) -> StoredState:
+        return _stored_state(reply)
+
     def queue_read_commands(self, pipe, keys: DayKeys, after: str, count: int) -> None:
         """Queue a read of up to ``count`` commands after ``after`` (see ``commands_of``)."""
         pipe.xrange(keys.cmds, min=f"({after}", max="+", count=count)

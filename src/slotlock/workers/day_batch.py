@@ -16,7 +16,7 @@ from ..catalog import Catalog
 from ..config import Settings
 from ..days.index import WorkIndex
 from ..days.keys import split_partition
-from ..days.store import DayStore
+from ..days.store import START, DayStore
 from ..errors import CursorMismatch, FenceRejected
 from ..model import Calendar
 from .applier import apply_entries, load_day
@@ -46,24 +46,35 @@ class DayBatches:
         """Decide and commit the next batch of ``part``; the number of commands applied."""
         calendar_id, day = split_partition(part)
         keys = owned.keys
-        if owned.day is None:
-            calendar = self.catalog.find(calendar_id)
-            if calendar is None:
-                log.error("commands for unknown calendar %s; leaving them queued", calendar_id)
-                owned.dirty = False
-                return 0
-            state = self.store.read_state(keys)
-            owned.day = load_day(calendar, day, state.bookings, state.version)
-            owned.cursor = state.cursor
-            owned.calendar_raw = None
+        fresh = owned.day is None  # no cached state: read it in the same round trip
         pipe = self.client.pipeline(transaction=False)
         self.catalog.queue_raw(pipe, calendar_id)
+        if fresh:
+            self.store.queue_read_state(pipe, keys)
         # the day's score in the index of days with work, read *before* the stream: every
         # later command bumps it after its append, so the sweep marks the day dirty again
         # only if something came after this read (no empty re-reads for what we took here)
         self.index.queue_score(pipe, part)
-        self.store.queue_read_commands(pipe, keys, owned.cursor, self.settings.batch_size)
-        calendar_raw, score, entries = pipe.execute()
+        # a fresh day's cursor is not known yet: read from the start, right for a day
+        # nothing was applied to (the common case); otherwise read again after the cursor
+        self.store.queue_read_commands(pipe, keys, START if fresh else owned.cursor,
+                                       self.settings.batch_size)
+        replies = pipe.execute()
+        calendar_raw, score, entries = replies[0], replies[-2], replies[-1]
+        if fresh:
+            if not calendar_raw:
+                log.error("commands for unknown calendar %s; leaving them queued", calendar_id)
+                owned.dirty = False
+                return 0
+            state = self.store.stored_state(replies[1])
+            owned.day = load_day(Calendar.from_dict(Catalog.parse(calendar_raw)), day,
+                                 state.bookings, state.version)
+            owned.cursor = state.cursor
+            owned.calendar_raw = calendar_raw
+            if state.cursor != START:
+                pipe = self.client.pipeline(transaction=False)
+                self.store.queue_read_commands(pipe, keys, owned.cursor, self.settings.batch_size)
+                entries = pipe.execute()[0]
         if score is not None:
             self.seen_scores[part] = score
         if not entries:

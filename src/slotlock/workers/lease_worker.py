@@ -221,21 +221,47 @@ class LeaseWorker:
                 log.warning("day %s had queued commands but was missing from the index", part)
 
     def _release_idle(self, now: float) -> None:
+        """Let go of the days idle for ``SLOTLOCK_IDLE_RELEASE_MS``: two round trips for all
+        of them (check that nothing came; forget them in the index and release)."""
         idle = self.settings.idle_release_ms / 1000
-        for part, owned in list(self.owned.items()):
+        candidates = []
+        for part, owned in self.owned.items():
             if owned.dirty or now - owned.last_work < idle:
                 continue
             if owned.day is None:
                 owned.dirty = True  # our view is stale: read the day again before letting go
                 continue
-            score = self.index.score(part)  # read before the check: see index_remove.lua
-            if self.store.read_commands(owned.keys, owned.cursor, 1):
+            candidates.append((part, owned))
+        if not candidates:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for part, owned in candidates:
+            self.index.queue_score(pipe, part)  # read before the check: see index_remove.lua
+            self.store.queue_read_commands(pipe, owned.keys, owned.cursor, 1)
+        replies = pipe.execute()
+        drained = []
+        for i, (part, owned) in enumerate(candidates):
+            score, entries = replies[2 * i], replies[2 * i + 1]
+            if entries:
                 owned.dirty = True
-                continue
-            if score is not None:
-                self.index.remove_if_unchanged(part, score)
-            self.leases.release(part)
-            log.debug("released idle day %s", part)
+            else:
+                drained.append((part, owned, score))
+        if not drained:
+            return
+
+        def build(pipe) -> None:
+            for part, owned, score in drained:
+                if score is not None:
+                    self.index.queue_remove_if_unchanged(pipe, part, score)
+                owned.lease.queue_release(pipe)  # after the index: a new command re-marks it
+
+        for part, _owned, _score in drained:
+            self.leases.owned.pop(part, None)  # if the release fails, the leases lapse
+        self.stats["released"] += len(drained)
+        self.scripts.run_pipeline(build)
+        for _part, owned, _score in drained:
+            owned.lease.released()
+        log.debug("released %d idle days", len(drained))
 
     def sweep(self, now: float) -> None:
         """Look at the index of days with work: take orphans, notice missed wake-ups."""
