@@ -18,7 +18,7 @@ from ..config import Settings
 from ..days.keys import DEV_SECRET_KEY, RATE_LIMIT_PREFIX
 from ..redis_conn import check_eviction_policy, connect
 from . import api, errors, health, ui
-from .auth import client_address_key, has_verified_token
+from .auth import client_address_key
 from .services import Services
 
 log = logging.getLogger("slotlock.web")
@@ -94,10 +94,10 @@ def _shared_dev_secret(settings: Settings) -> str:
 def _rate_limits(app: Flask, settings: Settings) -> Limiter:
     """Counted in Redis so that every gunicorn process shares the count.
 
-    An API request with a verified token counts against that token
-    (``SLOTLOCK_RATE_LIMIT``, counted by ``web/tokens.py`` in the round trip that checks
-    the token); any other API request against its client address
-    (``SLOTLOCK_ANONYMOUS_RATE_LIMIT``, here): a made-up token never earns its own allowance.
+    Here: the web UI's limits (sign-in per address and per account, UI posts per user).
+    The API counts its own requests (``web/tokens.py``): a verified token's against that
+    token (``SLOTLOCK_RATE_LIMIT``), any other against its client address
+    (``SLOTLOCK_ANONYMOUS_RATE_LIMIT``): a made-up token never earns its own allowance.
 
     If Redis is unreachable the limiter lets the request through (``swallow_errors``)
     and the view answers 503 itself; a limiter must never turn an outage into a 500.
@@ -122,10 +122,10 @@ def _rate_limits(app: Flask, settings: Settings) -> Limiter:
         swallow_errors=True,
         key_prefix=RATE_LIMIT_PREFIX,
     )
-    # a verified token's own limit (SLOTLOCK_RATE_LIMIT) is counted in the same round trip
-    # as its check: web/tokens.py
-    limiter.limit(settings.anonymous_rate_limit, key_func=client_address_key,
-                  exempt_when=has_verified_token)(api.bp)
+    # The API counts its requests itself (web/tokens.py): a verified token's in the round
+    # trip that checks it (SLOTLOCK_RATE_LIMIT), any other against its client address
+    # (SLOTLOCK_ANONYMOUS_RATE_LIMIT). Flask-Limiter's hooks stay off the API's path.
+    limiter.exempt(api.bp)
     limiter.init_app(app)
     app.extensions["slotlock.limiter"] = limiter
     return limiter

@@ -10,6 +10,7 @@ import re
 from datetime import date
 from typing import Any, TypeVar
 
+import redis
 from flask import Blueprint, current_app, jsonify, request, url_for
 from pydantic import BaseModel
 
@@ -18,7 +19,7 @@ from ..errors import InvalidRequest
 from ..ids import parse_booking_id, parse_command_id
 from ..workers.audit import list_findings
 from . import schemas
-from .auth import authenticate, current_user
+from .auth import authenticate, client_address_key, current_user, token_user
 from .errors import ApiError, rejection
 from .openapi import document
 
@@ -31,6 +32,17 @@ PUBLIC = {"api.openapi"}
 
 @bp.before_request
 def _authenticate() -> None:
+    """Every API request is counted once: against its token once verified, else against its
+    client address (``web/tokens.py``); then it must carry a valid token, unless public."""
+    if token_user() is None:
+        try:
+            wait = current_app.extensions["slotlock"].tokens.count_anonymous(
+                client_address_key())
+        except (redis.ConnectionError, redis.TimeoutError):
+            wait = 0  # as Flask-Limiter's swallow_errors: an outage is not a 429 (nor a 500)
+        if wait:
+            raise ApiError(429, "rate_limited", "too many requests without a valid token "
+                           "from this address", headers={"Retry-After": str(wait)})
     if request.endpoint not in PUBLIC:
         authenticate()
 

@@ -65,10 +65,6 @@ def client_address_key() -> str:
     return f"addr:{request.remote_addr or '-'}"
 
 
-def has_verified_token() -> bool:
-    return token_user() is not None
-
-
 def sign_in_user_key() -> str:
     """Per user name typed into the sign-in form, whatever the address (per-account backoff)."""
     name = request.form.get("username", "")

@@ -60,7 +60,8 @@ class Services:
             users, scripts = self.users, self.client.scripts  # outside the lock: they take it
             with self._lock:
                 if self._tokens is None:
-                    self._tokens = TokenGate(users, scripts, self.settings.rate_limit)
+                    self._tokens = TokenGate(users, scripts, self.settings.rate_limit,
+                                             self.settings.anonymous_rate_limit)
         return self._tokens
 
     @property

@@ -10,9 +10,9 @@ request, in one pipeline with the request's count against its token's rate limit
     EVALSHA rate_count              fixed windows per token, as ``SLOTLOCK_RATE_LIMIT``
 
 Only a request whose token was verified (here, or by an earlier request of this process)
-counts against the token: a made-up token never gets an allowance of its own; it counts
-against its client address (Flask-Limiter's anonymous limit). A first-seen token costs
-one round trip more.
+counts against the token: a made-up token never gets an allowance of its own; any
+request without a verified token counts against its client address
+(``count_anonymous``). A first-seen token costs one round trip more.
 
 The remembered tokens are bounded (``MAX_REMEMBERED``, oldest dropped first) and hold
 no secret beyond what the request itself carried.
@@ -41,12 +41,20 @@ class Checked:
 
 
 class TokenGate:
-    def __init__(self, users: Users, scripts: Scripts, rate_limit: str):
+    def __init__(self, users: Users, scripts: Scripts, rate_limit: str,
+                 anonymous_rate_limit: str = ""):
         self.users = users
         self.scripts = scripts
-        self.limits = [(item.amount, item.get_expiry()) for item in parse_many(rate_limit)]
+        self.limits = _limits(rate_limit)
+        self.anonymous_limits = _limits(anonymous_rate_limit)
         self._known: OrderedDict[str, VerifiedToken] = OrderedDict()
         self._lock = threading.Lock()
+
+    def count_anonymous(self, address_key: str) -> int:
+        """Count a request without a verified token against its client address
+        (``SLOTLOCK_ANONYMOUS_RATE_LIMIT``): the seconds to wait if it is over, else 0."""
+        keys, args = _counters(f"anon:{address_key}", self.anonymous_limits)
+        return int(self.scripts.rate_count(keys=keys, args=args)) if keys else 0
 
     def check(self, token: str) -> Checked:
         """The token's user (None: unknown, revoked, expired, owner gone) and, for a
@@ -57,9 +65,7 @@ class TokenGate:
             if known is None:
                 return Checked(None, 0)
             self._remember(token, known)
-        keys = [f"{RATE_LIMIT_PREFIX}:{{token:{known.token_id}}}:{amount}/{seconds}"
-                for amount, seconds in self.limits]
-        args = [seconds for _, seconds in self.limits] + [amount for amount, _ in self.limits]
+        keys, args = _counters(f"token:{known.token_id}", self.limits)
 
         def build(pipe) -> None:
             pipe.hmget(token_key(known.token_id), ["user", "expires_at"])
@@ -92,3 +98,13 @@ class TokenGate:
     def _forget(self, token: str) -> None:
         with self._lock:
             self._known.pop(token, None)
+
+
+def _limits(text: str) -> list[tuple[int, int]]:
+    return [(item.amount, item.get_expiry()) for item in parse_many(text)] if text else []
+
+
+def _counters(subject: str, limits: list[tuple[int, int]]) -> tuple[list[str], list[int]]:
+    """``rate_count.lua``'s keys (one hash tag per subject) and arguments."""
+    keys = [f"{RATE_LIMIT_PREFIX}:{{{subject}}}:{amount}/{seconds}" for amount, seconds in limits]
+    return keys, [seconds for _, seconds in limits] + [amount for amount, _ in limits]
