@@ -31,7 +31,8 @@ from .model.timeutil import TimeError, local_date, to_utc
 from .redis_conn import connect, connect_blocking
 
 CALENDAR_CACHE_S = 1.0
-MARKER_TTL_MS = 10_000  # submit.lua's "nothing queued" marker for a fused wait
+MARKER = "-"  # submit.lua's "nothing queued" marker for a fused wait (never an outcome)
+MARKER_TTL_MS = 10_000
 ACTOR_TAG_HEX = 16
 
 
@@ -131,7 +132,6 @@ class Client:
         )
         self.scripts = Scripts(self.redis)
         self.blocking_scripts = Scripts(self.blocking)
-        self._scripts_loaded = False
         self.store = DayStore(self.redis, self.scripts)
         self.index = WorkIndex(self.redis, self.scripts)
         self.catalog = Catalog(self.redis, self.scripts)
@@ -255,17 +255,10 @@ class Client:
                 reply = keys.reply(command.command_id)
                 pipe.blmove(reply, reply, wait / 1000, "LEFT", "RIGHT")
 
-        if fused and not self._scripts_loaded:
-            # A NOSCRIPT in the pipeline would not stop the BLMOVE behind it, which would
-            # then wait out its timeout: load the scripts first (once per process, and again
-            # after any connection error: Redis may have restarted with an empty cache).
-            self.blocking_scripts.load_all()
-            self._scripts_loaded = True
-        try:
-            replies = (self.blocking_scripts if fused else self.scripts).run_pipeline(build)
-        except (redis.ConnectionError, redis.TimeoutError):
-            self._scripts_loaded = False
-            raise
+        # fused: submit.lua goes by its source (EVAL), since a NOSCRIPT would not stop the
+        # BLMOVE behind it, which would then wait out its timeout (Redis restarted with an
+        # empty script cache: redis-py reconnects without telling us)
+        replies = (self.blocking_scripts if fused else self.scripts).run_pipeline(build)
         try:
             submitted = self.store.submitted(keys, command.command_id,
                                              replies[0 if refusal is not None else 1],
@@ -290,7 +283,7 @@ class Client:
             return Result(submitted.command_id, outcome if self.replicated() else None, True)
         if fused and not submitted.duplicate:
             raw = replies[-1]
-            if raw:
+            if raw and raw != MARKER:
                 return Result(submitted.command_id,
                               json.loads(raw) if self.replicated() else None)
             outcome = self.wait(submitted.command_id, 0)  # timed out: decided since?
@@ -330,12 +323,21 @@ class Client:
         """The outcome of ``command_id``, waiting at most ``wait_ms``; None if still pending."""
         calendar_id, day = parse_command_id(command_id)
         keys = DayKeys.of(calendar_id, day)
-        if wait_ms > 0:
+        reply = keys.reply(command_id)
+        deadline = time.monotonic() + wait_ms / 1000
+        while wait_ms > 0:
             # Rotating the reply list (not popping it) lets every waiter of a command see it.
-            raw = self.blocking.blmove(keys.reply(command_id), keys.reply(command_id),
-                                       wait_ms / 1000, "LEFT", "RIGHT")
+            raw = self.blocking.blmove(reply, reply, wait_ms / 1000, "LEFT", "RIGHT")
+            if raw == MARKER:
+                # submit.lua's "nothing queued" marker, left by an earlier attempt with this
+                # command id (e.g. answered 503 busy, then retried with its key): not an
+                # outcome; drop it and wait for the real one
+                self.redis.lrem(reply, 0, MARKER)
+                wait_ms = int((deadline - time.monotonic()) * 1000)
+                continue
             if raw:
                 return json.loads(raw) if self.replicated() else None
+            break
         raw = self.store.outcome(keys, command_id)
         return json.loads(raw) if raw and self.replicated() else None
 

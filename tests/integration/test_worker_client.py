@@ -181,12 +181,31 @@ def test_a_fused_wait_gets_the_outcome_in_the_submit_round_trip(settings, client
         assert result.outcome["status"] == "accepted" and not result.duplicate
 
 
-def test_the_first_fused_wait_of_a_process_does_not_wait_out_a_noscript(settings, client):
-    """A NOSCRIPT inside the fused pipeline does not stop the BLMOVE behind it: without the
-    scripts loaded first, a process's first booking waited the whole reply timeout."""
-    client.redis.script_flush()
+def test_a_fused_wait_never_waits_out_a_noscript(settings, client):
+    """A NOSCRIPT inside the fused pipeline does not stop the BLMOVE behind it: a process's
+    first booking, and any booking after Redis lost its script cache (a restart, which
+    redis-py reconnects from silently), waited the whole reply timeout (found by the
+    thread-exhaustion e2e test and by review)."""
     fresh = Client(settings)
     with WorkerThread(settings):
-        started = time.monotonic()
-        assert fresh.book("alice", "main", at(20), at(21), "first")
-        assert time.monotonic() - started < 1.5
+        for hour in (20, 21, 22):
+            client.redis.script_flush()
+            started = time.monotonic()
+            assert fresh.book("alice", "main", at(hour), at(hour, 30), "x").outcome
+            assert time.monotonic() - started < 1.5
+
+
+def test_a_retry_after_a_busy_answer_is_not_told_the_marker(settings, client):
+    """Found by review: a fused request with a key answered "busy" leaves submit.lua's
+    marker in the reply list of the command id its key is pinned to; the retry with that
+    key waits on the same list and must get the real outcome, not the marker."""
+    tight = Client(settings.model_copy(update={"backlog_limit": 1}))
+    first = tight.book("a", "main", at(1), at(2), "first", wait_ms=0)
+    with pytest.raises(Backpressure):
+        tight.book("a", "main", at(3), at(4), "x", idempotency_key="k-busy")
+    with WorkerThread(settings):
+        assert tight.wait(first.command_id, 3000)  # the backlog is free again
+        retried = tight.book("a", "main", at(3), at(4), "x", idempotency_key="k-busy")
+        assert retried.outcome["status"] == "accepted"
+        again = tight.book("a", "main", at(3), at(4), "x", idempotency_key="k-busy")
+        assert again.outcome == retried.outcome

@@ -52,6 +52,11 @@ class Scripts:
         """
         pipe.evalsha(getattr(self, name).sha, len(keys), *keys, *args)
 
+    def queue_source(self, pipe, name: str, keys: list, args: list) -> None:
+        """Queue ``EVAL`` with the script's source: never ``NOSCRIPT``. For a pipeline whose
+        later commands must not run after a failed script (a blocking wait behind it)."""
+        pipe.eval(getattr(self, name).script, len(keys), *keys, *args)
+
     def load_all(self) -> None:
         for name in self.NAMES:
             script = getattr(self, name)

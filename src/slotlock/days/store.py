@@ -72,7 +72,10 @@ class DayStore:
             script_keys.append(keys.reply(command_id))
             script_args.append(marker_ttl_ms)
         if pipe is not None:
-            self.scripts.queue(pipe, "submit", script_keys, script_args)
+            if marker_ttl_ms:  # a BLMOVE follows: a NOSCRIPT here would leave it waiting
+                self.scripts.queue_source(pipe, "submit", script_keys, script_args)
+            else:
+                self.scripts.queue(pipe, "submit", script_keys, script_args)
             return None
         reply = self.scripts.submit(keys=script_keys, args=script_args)
         return self.submitted(keys, command_id, reply)
