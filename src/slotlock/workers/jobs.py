@@ -190,8 +190,11 @@ def enqueue_publish(ctx: Context, part: str, head: str) -> bool:
         return False  # a live publisher holds the day
     if not _stalled(ctx, job_id):
         return False
-    log.warning("publish job %s of %s is stalled; a new job takes over", job_id, part)
-    return _enqueue_publish(ctx, part, f"{job_id}-{int(time.time() // ORPHAN_RETRY_S)}")
+    replacement = f"{job_id}-{int(time.time() // ORPHAN_RETRY_S)}"
+    if not _enqueue_publish(ctx, part, replacement):
+        return False  # this interval's replacement exists already
+    log.warning("publish job %s of %s is stalled; %s takes over", job_id, part, replacement)
+    return True
 
 
 def _stalled(ctx: Context, job_id: str) -> bool:
