@@ -33,6 +33,10 @@ from .redis_conn import connect, connect_blocking
 CALENDAR_CACHE_S = 1.0
 MARKER = "-"  # submit.lua's "nothing queued" marker for a fused wait (never an outcome)
 MARKER_TTL_MS = 10_000
+# A thread past WebClient's cap of waiters still waits this long in the submit's round trip:
+# a flash crowd's bookings are mostly decided by then (fewer 202s), and the thread is
+# busy no longer than an ordinary request.
+OVER_CAP_WAIT_MS = 100
 ACTOR_TAG_HEX = 16
 
 
@@ -224,12 +228,14 @@ class Client:
         # for the outcome rides in the same round trip, after the wake-up (see submit.lua).
         fused = refusal is None and wait > 0 and (reserved is not None
                                                   or not command.idempotency_key)
-        fused = fused and self.acquire_wait()
+        held = fused and self.acquire_wait()
+        if fused and not held:  # past the cap of waiting threads: only a glance
+            wait = min(wait, OVER_CAP_WAIT_MS)
         try:
             return self._submit(command, keys, command_json, scoped_key, print_, wait,
                                 refusal, reserved, fused)
         finally:
-            if fused:
+            if held:
                 self.release_wait()
 
     def acquire_wait(self) -> bool:

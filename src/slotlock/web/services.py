@@ -15,8 +15,9 @@ class WebClient(Client):
 
     A web thread blocked on a reply is a thread nobody else gets; without a cap a burst
     of bookings for a day whose worker is slow takes every thread, and even ``/readyz``
-    waits. Past ``SLOTLOCK_MAX_REPLY_WAITS`` waiting threads a request reads the outcome
-    once and, if it is not there yet, answers 202 with its status URL at once.
+    waits. Past ``SLOTLOCK_MAX_REPLY_WAITS`` waiting threads a new command is waited for
+    at most ``client.OVER_CAP_WAIT_MS`` in its submit's round trip, any other request
+    reads the outcome once; if it is not there yet, the answer is 202 with its status URL.
     """
 
     def __init__(self, settings: Settings, **kwargs):
