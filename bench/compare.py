@@ -39,6 +39,7 @@ import itertools
 import json
 import math
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -358,18 +359,31 @@ def row(r: Result) -> str:
 
 
 def summary(results: list[Result]) -> str:
-    by = {(r.stack, r.workload, r.clients): r for r in results}
-    out = ["", "ratio slotlock / conventional (requests/s; p99; CPU ms per request):"]
-    for (stack, workload, clients), s in by.items():
-        if stack != "slotlock":
+    """Per workload and C: the median over rounds of each stack's figures, their ratio, and
+    the ratio of each round (stacks alternate their order round by round, so a drift of
+    the host's speed does not favour one of them)."""
+    by: dict[tuple, list[Result]] = defaultdict(list)
+    for r in results:
+        by[(r.stack, r.workload, r.clients)].append(r)
+    title = "ratio slotlock / conventional (requests/s; p99; CPU ms per request; medians):"
+    out = ["", title]
+    for (stack, workload, clients), mine in by.items():
+        theirs = by.get(("conventional", workload, clients))
+        if stack != "slotlock" or not theirs:
             continue
-        c = by.get(("conventional", workload, clients))
-        if not c:
-            continue
-        out.append(f"  {workload:<11} C={clients:<3} {s.rps / max(c.rps, 1e-9):5.2f}x req/s   "
-                   f"p99 {s.pct(.99):.1f} vs {c.pct(.99):.1f} ms   "
-                   f"CPU {s.cpu_ms['total']:.2f} vs {c.cpu_ms['total']:.2f} ms")
+        rps = [s.rps / max(c.rps, 1e-9) for s, c in zip(mine, theirs)]
+        ratio = median(r.rps for r in mine) / max(median(r.rps for r in theirs), 1e-9)
+        p99 = [median(r.pct(.99) for r in side) for side in (mine, theirs)]
+        cpu = [median(r.cpu_ms["total"] for r in side) for side in (mine, theirs)]
+        rounds = f"   (rounds: {', '.join(f'{x:.2f}x' for x in rps)})" if len(rps) > 1 else ""
+        out.append(f"  {workload:<11} C={clients:<3} {ratio:5.2f}x req/s   "
+                   f"p99 {p99[0]:.1f} vs {p99[1]:.1f} ms   CPU {cpu[0]:.2f} vs {cpu[1]:.2f} ms"
+                   + rounds)
     return "\n".join(out)
+
+
+def median(values) -> float:
+    return statistics.median(list(values))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -392,6 +406,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="off matches Redis AOF everysec's durability (default on)")
     parser.add_argument("--audit", action="store_true", help="also run `slotlock audit`")
     parser.add_argument("--json", help="write every figure to this file")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat every run this many times, the stacks' order alternating; "
+                        "figures are medians (the host's speed drifts: use 3 for the README)")
     parser.add_argument("--web-options", help="slotlock's gunicorn options instead of the "
                         "Procfile's, e.g. \"--worker-class gthread --workers 2 --threads 8\"")
     args = parser.parse_args(argv)
@@ -411,15 +428,22 @@ def main(argv=None) -> int:
           f"{args.clients}, workloads {args.workload}, rate limit {args.rate_limit} per token "
           f"on both stacks, PostgreSQL synchronous_commit={args.pg_synchronous_commit}")
     with tempfile.TemporaryDirectory(prefix="slotlock-compare-") as tmp:
-        for name in args.stack:
-            stack = (SlotlockStack(Path(tmp), args.rate_limit, web_options=args.web_options) if name == "slotlock" else
-                     ConventionalStack(Path(tmp), args.rate_limit,
-                                       synchronous_commit=args.pg_synchronous_commit))
-            try:
-                stack.start()
-                bench.run_stack(stack)
-            finally:
-                stack.stop()
+        for round_ in range(args.rounds):
+            order = args.stack if round_ % 2 == 0 else list(reversed(args.stack))
+            if args.rounds > 1:
+                print(f"\n#### round {round_ + 1} of {args.rounds}: {', '.join(order)}")
+            for name in order:
+                where = Path(tmp) / f"round{round_}"
+                where.mkdir(exist_ok=True)
+                stack = (SlotlockStack(where, args.rate_limit, web_options=args.web_options)
+                         if name == "slotlock" else
+                         ConventionalStack(where, args.rate_limit,
+                                           synchronous_commit=args.pg_synchronous_commit))
+                try:
+                    stack.start()
+                    bench.run_stack(stack)
+                finally:
+                    stack.stop()
     print(summary(bench.results))
     if args.json:
         Path(args.json).write_text(json.dumps({

@@ -24,8 +24,8 @@ from slotlock.client import Client
 from slotlock.config import Settings
 from slotlock.days.keys import DayKeys
 from slotlock.embedded import RedisServer
-from slotlock.workers.retention import run_retention
 from slotlock.workers.lease_worker import LeaseWorker
+from slotlock.workers.retention import run_retention
 
 
 class WorkerThread:

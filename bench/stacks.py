@@ -10,8 +10,8 @@ figure taken on a shared machine says how shared it was.
 from __future__ import annotations
 
 import os
-import re
 import pwd
+import re
 import secrets
 import shlex
 import shutil
