@@ -90,6 +90,7 @@ def throughput(settings: Settings, client: Client, n: int, mode: str, day: date)
 def latency(settings: Settings, client: Client, samples: int) -> dict:
     """Sequential bookings through the client API, one `slotlock worker` process deciding."""
     env = dict(os.environ, REDIS_URL=settings.redis_url, SLOTLOCK_WORKER_ID="bench-latency",
+               SLOTLOCK_ENV="development",
                SLOTLOCK_IDLE_RELEASE_MS="60000", SLOTLOCK_LOG_LEVEL="WARNING")
     worker = subprocess.Popen([sys.executable, "-m", "slotlock", "worker"], env=env)
     time.sleep(1.0)
@@ -119,7 +120,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp, RedisServer(tmp) as server:
-        settings = Settings(redis_url=server.url, secret_key="bench", worker_id="bench",
+        # development: no SECRET_KEY of 32 characters (nothing here signs anything)
+        settings = Settings(redis_url=server.url, env="development", secret_key="bench",
+                            worker_id="bench",
                             batch_size=args.batch_size, idle_release_ms=60_000,
                             backlog_limit=0)
         client = Client(settings)
