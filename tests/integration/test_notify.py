@@ -303,3 +303,32 @@ def test_a_publish_job_that_gave_up_is_replaced_while_its_events_wait(rq_ctx):
     job.set_status(JobStatus.FAILED)
     assert jobs.enqueue_publish(rq_ctx, part, head)
     assert not jobs.enqueue_publish(rq_ctx, part, head)
+
+
+def test_the_jobs_process_waits_for_redis_to_make_its_next_rq_worker(monkeypatch):
+    """Found by CI (tests/faults/test_jobs_survive.py, 1 run in 4): after a Redis restart
+    the next rq worker was made while Redis was still down; rq names itself in Redis as it
+    is made, the ConnectionError escaped, and `slotlock jobs` exited."""
+    import redis
+    from types import SimpleNamespace
+
+    made = []
+
+    def make_worker(ctx, **kwargs):
+        made.append(kwargs["name"])
+        if len(made) == 1:
+            raise redis.ConnectionError("Error 111 connecting. Connection refused.")
+        return SimpleNamespace(work=lambda **kw: None, _shutdown_requested_date=None,
+                               _stop_requested=True)
+
+    monkeypatch.setattr(jobs, "make_worker", make_worker)
+    monkeypatch.setattr(jobs.time, "sleep", lambda s: None)
+    monkeypatch.setattr(jobs, "Ticker", lambda ctx: SimpleNamespace(
+        start=lambda: None, stop=lambda: None))
+    settings = make_settings(redis_url="redis://127.0.0.1:9/0")
+    try:
+        assert jobs.run(settings) == 0
+    finally:
+        jobs._override = None
+        jobs._context = None
+    assert len(made) == 2

@@ -44,8 +44,9 @@ from .webhook import WebhookReceiver
 
 FAILOVER_LABELS = {
     "sigkill": "SIGKILL -> successor's first commit",
+    "sigkill_queued": "SIGKILL -> every command queued at the kill decided",
     "sigterm": "SIGTERM -> successor's first commit (every day held)",
-    "sigterm_queued": "SIGTERM -> successor's first commit (days with commands queued)",
+    "sigterm_queued": "SIGTERM -> every command queued at the signal decided",
     "sigterm_lease": "SIGTERM -> successor holds the lease",
     "sigterm_ready": "SIGTERM -> successor's first commit (another worker was up)",
 }
@@ -311,6 +312,8 @@ def run(config: RunConfig, log=print) -> RunReport:
             fence_refusals_heartbeats=worker_fence_refusals(cluster),
             failover={
                 "sigkill": percentiles(injector.failover["kill"], config.lease_ttl_ms + 250),
+                "sigkill_queued": percentiles(injector.failover["kill_queued"],
+                                              config.lease_ttl_ms + 250),
                 "sigterm": percentiles(injector.failover["term"], 100),
                 "sigterm_queued": percentiles(injector.failover["term_queued"], 100),
                 "sigterm_lease": percentiles(injector.failover["term_lease"], 100),

@@ -355,8 +355,14 @@ def run(settings: Settings, *, burst: bool = False) -> int:
     try:
         while True:
             name = f"slotlock-jobs-{settings.worker_id}" + (f"-{generation}" if generation else "")
-            # maintenance restarts a dead scheduler process (rq's default: every 10 min)
-            worker = make_worker(ctx, name=name, maintenance_interval=MAINTENANCE_S)
+            try:
+                # maintenance restarts a dead scheduler process (rq's default: every 10 min)
+                worker = make_worker(ctx, name=name, maintenance_interval=MAINTENANCE_S)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                # rq's worker names itself in Redis as it is made: Redis may still be down
+                log.warning("rq worker: cannot start yet, redis error (%s); again in 1 s", exc)
+                time.sleep(1)
+                continue
             try:
                 worker.work(with_scheduler=True, burst=burst,
                             logging_level=os.environ.get("SLOTLOCK_LOG_LEVEL", "INFO").upper())
