@@ -309,8 +309,9 @@ def test_the_jobs_process_waits_for_redis_to_make_its_next_rq_worker(monkeypatch
     """Found by CI (tests/faults/test_jobs_survive.py, 1 run in 4): after a Redis restart
     the next rq worker was made while Redis was still down; rq names itself in Redis as it
     is made, the ConnectionError escaped, and `slotlock jobs` exited."""
-    import redis
     from types import SimpleNamespace
+
+    import redis
 
     made = []
 
