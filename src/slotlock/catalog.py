@@ -6,13 +6,14 @@ import json
 
 import redis
 
-from .days.keys import CALENDARS, calendar_key, calendar_revisions_key
+from .days.keys import CALENDARS, calendar_changes_key, calendar_key, calendar_revisions_key
 from .days.scripts import Scripts
 from .errors import UnknownCalendar, ZoneLocked
 from .model import Calendar
 from .model.calendar import CALENDAR_ID
 
 DEFAULT_CALENDAR_ID = "main"
+CHANGES_KEPT = 16  # entries of a calendar's change stream (workers need only the last)
 
 
 class Catalog:
@@ -33,6 +34,16 @@ class Catalog:
     def queue_raw(self, pipe, calendar_id: str) -> None:
         """Queue a read of the calendar's stored JSON on a pipeline (see ``parse``)."""
         pipe.get(calendar_key(calendar_id))
+
+    @staticmethod
+    def queue_last_change(pipe, calendar_id: str) -> None:
+        """Queue a read of the calendar's last change entry (see ``change_id``). Queue it
+        *before* ``queue_raw``: a change between the two is then seen again, never missed."""
+        pipe.xrevrange(calendar_changes_key(calendar_id), count=1)
+
+    @staticmethod
+    def change_id(reply) -> str:
+        return reply[0][0] if reply else "0-0"
 
     def find(self, calendar_id: str) -> Calendar | None:
         if not isinstance(calendar_id, str) or not CALENDAR_ID.match(calendar_id):
@@ -91,6 +102,8 @@ class Catalog:
                     pipe.set(key, data)
                     pipe.hset(calendar_revisions_key(calendar.id), str(calendar.revision), data)
                     pipe.sadd(CALENDARS, calendar.id)
+                    pipe.xadd(calendar_changes_key(calendar.id), {"r": calendar.revision},
+                              maxlen=CHANGES_KEPT, approximate=False)
                     pipe.execute()
                     return calendar, True
                 except redis.WatchError:

@@ -70,6 +70,12 @@ def calendar_revisions_key(calendar_id: str) -> str:
     return f"{PREFIX}:cal:{calendar_id}:revisions"
 
 
+def calendar_changes_key(calendar_id: str) -> str:
+    """Stream: one entry per rules revision written (``Catalog.put``), so a worker watching
+    a calendar's days learns of a change in the read that waits for their commands."""
+    return f"{PREFIX}:cal:{calendar_id}:changes"
+
+
 def webhook_secret_key(calendar_id: str) -> str:
     """The calendar's webhook signing secret: beside the calendar, never inside its JSON."""
     return f"{PREFIX}:cal:{calendar_id}:webhook-secret"

@@ -128,6 +128,24 @@ class DayStore:
                version: int, outcomes: list[tuple[str, str]], events: list[str],
                reply_ttl_ms: int) -> int:
         """Write a decided batch atomically; refused as a whole unless our token is current."""
+        keys, args = self._commit_call(lease, base_cursor, new_cursor, bookings_json, version,
+                                       outcomes, events, reply_ttl_ms)
+        result = self.scripts.commit(keys=keys, args=args)
+        return self.committed(result, lease, base_cursor, new_cursor, version)
+
+    def queue_commit(self, pipe, lease: DayLease, base_cursor: str, new_cursor: str,
+                     bookings_json: str, version: int, outcomes: list[tuple[str, str]],
+                     events: list[str], reply_ttl_ms: int) -> None:
+        """Queue ``commit`` on a pipeline (``Scripts.run_pipeline``); read its reply with
+        ``committed``."""
+        keys, args = self._commit_call(lease, base_cursor, new_cursor, bookings_json, version,
+                                       outcomes, events, reply_ttl_ms)
+        self.scripts.queue(pipe, "commit", keys, args)
+
+    @staticmethod
+    def _commit_call(lease: DayLease, base_cursor: str, new_cursor: str, bookings_json: str,
+                     version: int, outcomes: list[tuple[str, str]], events: list[str],
+                     reply_ttl_ms: int) -> tuple[list, list]:
         keys = lease.keys
         args: list = [lease.value, lease.token, base_cursor, new_cursor, bookings_json, version,
                       reply_ttl_ms, len(outcomes), len(events)]
@@ -135,11 +153,14 @@ class DayStore:
             args.append(command_id)
             args.append(outcome_json)
         args.extend(events)
-        result = self.scripts.commit(
-            keys=[keys.lease, keys.state, keys.done, keys.outbox, keys.tokens,
-                  *(keys.reply(cid) for cid, _ in outcomes)],
-            args=args,
-        )
+        return ([keys.lease, keys.state, keys.done, keys.outbox, keys.tokens,
+                 *(keys.reply(cid) for cid, _ in outcomes)], args)
+
+    @staticmethod
+    def committed(result, lease: DayLease, base_cursor: str, new_cursor: str,
+                  version: int) -> int:
+        """The committed version, or ``FenceRejected`` / ``CursorMismatch``."""
+        keys = lease.keys
         if int(result[0]) == 1:
             return int(result[1])
         if result[1] == "fenced":

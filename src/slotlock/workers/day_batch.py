@@ -22,6 +22,7 @@ from ..model import Calendar
 from .applier import apply_entries, load_day
 from .failpoints import Failpoints
 from .leases import LeaseBook, OwnedDay
+from .wakeups import Wakeups
 
 log = logging.getLogger("slotlock.worker")
 
@@ -31,7 +32,7 @@ NOTE_EVERY_S = 1.0  # at most this often per day: tell the jobs of its commits
 class DayBatches:
     def __init__(self, settings: Settings, client: redis.Redis, store: DayStore,
                  catalog: Catalog, index: WorkIndex, leases: LeaseBook, failpoints: Failpoints,
-                 stats: Counter, seen_scores: dict[str, float]):
+                 stats: Counter, wakeups: Wakeups):
         self.settings = settings
         self.client = client
         self.store = store
@@ -40,56 +41,23 @@ class DayBatches:
         self.leases = leases
         self.failpoints = failpoints
         self.stats = stats
-        self.seen_scores = seen_scores
+        self.wakeups = wakeups
 
     def process(self, part: str, owned: OwnedDay) -> int:
         """Decide and commit the next batch of ``part``; the number of commands applied."""
-        calendar_id, day = split_partition(part)
-        keys = owned.keys
-        fresh = owned.day is None  # no cached state: read it in the same round trip
-        pipe = self.client.pipeline(transaction=False)
-        self.catalog.queue_raw(pipe, calendar_id)
-        if fresh:
-            self.store.queue_read_state(pipe, keys)
-        # the day's score in the index of days with work, read *before* the stream: every
-        # later command bumps it after its append, so the sweep marks the day dirty again
-        # only if something came after this read (no empty re-reads for what we took here)
-        self.index.queue_score(pipe, part)
-        # a fresh day's cursor is not known yet: read from the start, right for a day
-        # nothing was applied to (the common case); otherwise read again after the cursor
-        self.store.queue_read_commands(pipe, keys, START if fresh else owned.cursor,
-                                       self.settings.batch_size)
-        replies = pipe.execute()
-        calendar_raw, score, entries = replies[0], replies[-2], replies[-1]
-        if fresh:
-            if not calendar_raw:
-                log.error("commands for unknown calendar %s; leaving them queued", calendar_id)
-                owned.dirty = False
+        entries = self._take_prefetched(owned)
+        if entries is None:
+            entries = self._read(part, owned)
+            if entries is None:
                 return 0
-            state = self.store.stored_state(replies[1])
-            owned.day = load_day(Calendar.from_dict(Catalog.parse(calendar_raw)), day,
-                                 state.bookings, state.version)
-            owned.cursor = state.cursor
-            owned.calendar_raw = calendar_raw
-            if state.cursor != START:
-                pipe = self.client.pipeline(transaction=False)
-                self.store.queue_read_commands(pipe, keys, owned.cursor, self.settings.batch_size)
-                entries = pipe.execute()[0]
-        if score is not None:
-            self.seen_scores[part] = score
         if not entries:
             owned.dirty = False
             return 0
-        if calendar_raw and calendar_raw != owned.calendar_raw:
-            owned.day = owned.day.with_calendar(Calendar.from_dict(Catalog.parse(calendar_raw)))
-            owned.calendar_raw = calendar_raw
         batch = apply_entries(owned.day, owned.cursor, DayStore.commands_of(entries), part,
                               with_events=bool(owned.day.calendar.webhook_url))
         self.failpoints.before_commit(part, owned.lease.token)
         try:
-            self.store.commit(owned.lease, owned.cursor, batch.cursor,
-                              batch.bookings_json(owned.json_memo), batch.day.version,
-                              batch.outcomes, batch.events, self.settings.reply_ttl_ms)
+            self._commit(owned, batch)
         except FenceRejected as exc:
             self.stats["fence_refusals"] += 1
             log.warning("FENCED: %s; dropping the day, nothing of this batch was written", exc)
@@ -99,6 +67,7 @@ class DayBatches:
             self.stats["cursor_refusals"] += 1
             log.warning("refused: %s; reading the day again", exc)
             owned.day = None
+            owned.dirty = True
             return 0
         self.failpoints.after_commit(part, owned.lease.token)
         self.note_commit(part, owned, bool(batch.events))
@@ -110,6 +79,71 @@ class DayBatches:
         self.stats["commands"] += len(entries)
         self.stats["accepted"] += batch.accepted
         return len(entries)
+
+    def _take_prefetched(self, owned: OwnedDay) -> list | None:
+        """The commands a watching read brought back, if the batch may use them: they follow
+        the cursor we hold, and that read saw no change of the calendar since we read it (it
+        watches the calendar's change stream too, see ``Wakeups``)."""
+        prefetched, owned.prefetched = owned.prefetched, None
+        if prefetched is None or owned.day is None or prefetched[0] != owned.cursor:
+            return None
+        if owned.calendar_stale:
+            self.stats["calendar_rereads"] += 1
+            return None
+        self.stats["prefetched_batches"] += 1
+        return prefetched[1]
+
+    def _read(self, part: str, owned: OwnedDay) -> list | None:
+        """Read the calendar and the commands after the cursor (a fresh day: its committed
+        state too), in one round trip; ``None`` if the day cannot be decided now."""
+        calendar_id, day = split_partition(part)
+        keys = owned.keys
+        fresh = owned.day is None  # no cached state: read it in the same round trip
+        pipe = self.client.pipeline(transaction=False)
+        self.catalog.queue_last_change(pipe, calendar_id)
+        self.catalog.queue_raw(pipe, calendar_id)
+        if fresh:
+            self.store.queue_read_state(pipe, keys)
+        # a fresh day's cursor is not known yet: read from the start, right for a day
+        # nothing was applied to (the common case); otherwise read again after the cursor
+        self.store.queue_read_commands(pipe, keys, START if fresh else owned.cursor,
+                                       self.settings.batch_size)
+        replies = pipe.execute()
+        change_id, calendar_raw, entries = Catalog.change_id(replies[0]), replies[1], replies[-1]
+        if not calendar_raw:
+            log.error("commands for unknown calendar %s; leaving them queued", calendar_id)
+            owned.day = None  # read again when its lease is let go of for idleness
+            owned.dirty = False
+            return None
+        owned.change_id, owned.calendar_stale = change_id, False
+        if fresh:
+            state = self.store.stored_state(replies[2])
+            owned.day = load_day(Calendar.from_dict(Catalog.parse(calendar_raw)), day,
+                                 state.bookings, state.version)
+            owned.cursor = state.cursor
+            owned.calendar_raw = calendar_raw
+            if state.cursor != START:
+                pipe = self.client.pipeline(transaction=False)
+                self.store.queue_read_commands(pipe, keys, owned.cursor, self.settings.batch_size)
+                entries = pipe.execute()[0]
+        elif calendar_raw != owned.calendar_raw:
+            owned.day = owned.day.with_calendar(Calendar.from_dict(Catalog.parse(calendar_raw)))
+            owned.calendar_raw = calendar_raw
+        return entries
+
+    def _commit(self, owned: OwnedDay, batch) -> None:
+        """The fenced commit, and in its round trip the read of the wake-up stream that the
+        submit of these commands also wrote to (see ``Wakeups``)."""
+        def build(pipe) -> None:
+            self.store.queue_commit(pipe, owned.lease, owned.cursor, batch.cursor,
+                                    batch.bookings_json(owned.json_memo), batch.day.version,
+                                    batch.outcomes, batch.events, self.settings.reply_ttl_ms)
+            self.wakeups.queue(pipe)
+
+        pipe_replies = self.store.scripts.run_pipeline(build)
+        self.wakeups.took(pipe_replies[1])
+        DayStore.committed(pipe_replies[0], owned.lease, owned.cursor, batch.cursor,
+                           batch.day.version)
 
     def note_commit(self, part: str, owned: OwnedDay, had_events: bool) -> None:
         """Tell the background jobs about a commit: after it, like submitters do.

@@ -2,7 +2,8 @@
 
 The loop has the shape of rq's ``Worker.work``: maintain (renew, release idle days,
 sweep for orphaned days, heartbeat, one re-index step), process one batch per day with
-work, else block on the wake-up stream. The first SIGTERM asks for a warm stop (finish
+work, else block on one read of the wake-up stream, the held days' streams and their
+calendars' change streams (:mod:`.wakeups`). The first SIGTERM asks for a warm stop (finish
 the batch in hand, release every lease, wake the other workers); a second one stops at
 once. The pieces: :mod:`.leases` (the days held), :mod:`.day_batch` (load, decide,
 commit one batch), :mod:`.failpoints` (test-only, passed in).
@@ -24,7 +25,7 @@ import redis
 from ..catalog import Catalog
 from ..config import Settings
 from ..days.index import WorkIndex
-from ..days.keys import READY, WORKERS, worker_alive_key
+from ..days.keys import WORKERS, worker_alive_key
 from ..days.scripts import Scripts
 from ..days.store import DayStore
 from ..errors import EvictingRedis
@@ -32,6 +33,7 @@ from ..redis_conn import check_eviction_policy, connect, connect_blocking
 from .day_batch import DayBatches
 from .failpoints import Failpoints, fencing_disabled_for_test
 from .leases import LeaseBook, OwnedDay
+from .wakeups import Wakeups
 
 log = logging.getLogger("slotlock.worker")
 
@@ -102,10 +104,10 @@ class LeaseWorker:
         self.failpoints = failpoints if failpoints is not None else Failpoints.from_env()
         self.leases = LeaseBook(self.client, self.scripts, self.holder, settings.lease_ttl_ms,
                                 settings.renew_interval_ms, self.stats)
-        self.seen_scores: dict[str, float] = {}
+        self.wakeups = Wakeups(self.client, self.blocking, self.index, self.leases,
+                               settings.batch_size, stopping=lambda: bool(self._stop))
         self.batches = DayBatches(settings, self.client, self.store, self.catalog, self.index,
-                                  self.leases, self.failpoints, self.stats, self.seen_scores)
-        self.wake_id: str | None = None
+                                  self.leases, self.failpoints, self.stats, self.wakeups)
         self.started_at = time.time()
         self._stop: str | None = None
         self._waiting = False
@@ -264,13 +266,10 @@ class LeaseWorker:
         log.debug("released %d idle days", len(drained))
 
     def sweep(self, now: float) -> None:
-        """Look at the index of days with work: take orphans, notice missed wake-ups."""
-        for part, score in self.index.active():
-            owned = self.owned.get(part)
-            if owned is not None:
-                if self.seen_scores.get(part) != score:
-                    owned.dirty = True
-                self.seen_scores[part] = score
+        """Look at the index of days with work: take orphans and days whose wake-up was
+        missed. Days held need no look: they are dirty or watched (see ``Wakeups``)."""
+        for part, _score in self.index.active():
+            if part in self.owned:
                 continue
             if self.retry_at.get(part, 0.0) <= now and not self._stop:
                 self.leases.try_acquire(part, now)
@@ -309,33 +308,15 @@ class LeaseWorker:
         return max(1, min(BLOCK_MS, int((min(due) - now) * 1000)))
 
     def _read_wakeups(self, block_ms: int | None) -> None:
-        if self.wake_id is None:
-            self.wake_id = self.index.last_wakeup_id()
         if block_ms is None:
-            reply = self.client.xread({READY: self.wake_id}, count=1000)
-        else:
-            self._waiting = True
-            try:
-                if self._stop:
-                    return
-                reply = self.blocking.xread({READY: self.wake_id}, count=1000, block=block_ms)
-            finally:
-                self._waiting = False
-        now = time.monotonic()
-        for _stream, entries in reply or ():
-            for entry_id, fields in entries:
-                self.wake_id = entry_id  # carry the last id seen, never "$"
-                part = fields.get("p")
-                if not part:
-                    continue
-                if fields.get("r"):
-                    self.retry_at.pop(part, None)  # its holder let go: no need to wait for expiry
-                owned = self.owned.get(part)
-                if owned is not None:
-                    owned.dirty = True
-                elif not self._stop and (fields.get("r") or self.retry_at.get(part, 0.0) <= now):
-                    # a released lease is free now: don't wait for its old expiry
-                    self.leases.try_acquire(part, now)
+            self.wakeups.read(None)
+            return
+        self._waiting = True
+        try:
+            if not self._stop:
+                self.wakeups.read(block_ms)
+        finally:
+            self._waiting = False
 
     # -- applying ------------------------------------------------------------------------
 
@@ -372,7 +353,7 @@ class LeaseWorker:
     def _forget_cached_state(self) -> None:
         """After a Redis error we cannot know whether the last commit landed: read again."""
         self.leases.forget_cached_state()
-        self.wake_id = None
+        self.wakeups.reset()
 
     # -- stopping ------------------------------------------------------------------------
 

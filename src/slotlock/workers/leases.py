@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from ..days.keys import DayKeys
+from ..days.keys import DayKeys, split_partition
 from ..days.lease import DayLease
 from ..days.scripts import Scripts
 from ..model import Day
@@ -32,6 +32,11 @@ class OwnedDay:
     renew_at: float = 0.0
     last_work: float = 0.0
     calendar_raw: str | None = None
+    calendar_id: str = ""
+    change_id: str = "0-0"  # the calendar's last change entry before calendar_raw was read
+    calendar_stale: bool = False  # a change came after it: read the calendar again
+    # commands a watching read brought back: (the cursor they follow, stream entries)
+    prefetched: tuple[str, list] | None = None
     json_memo: JsonMemo = field(default_factory=JsonMemo)
     noted_at: float = 0.0  # when the jobs were last told of a commit of this day
 
@@ -58,7 +63,8 @@ class LeaseBook:
             return False
         self.retry_at.pop(part, None)
         self.stats["acquired"] += 1
-        self.owned[part] = OwnedDay(keys, lease, renew_at=now + self.renew_s, last_work=now)
+        self.owned[part] = OwnedDay(keys, lease, renew_at=now + self.renew_s, last_work=now,
+                                    calendar_id=split_partition(part)[0])
         log.info("acquired %s with token %d", part, lease.token)
         return True
 
@@ -110,4 +116,5 @@ class LeaseBook:
         """After a Redis error we cannot know whether the last commit landed: read again."""
         for owned in self.owned.values():
             owned.day = None
+            owned.prefetched = None
             owned.dirty = True

@@ -1,0 +1,144 @@
+"""What wakes a lease worker: the wake-up stream, the streams of the days it holds, and
+the change streams of their calendars.
+
+One ``XREAD`` reads them all. The wake-up stream (``sl:ready``) tells of days nobody may
+hold yet (a first command, a released lease); the streams of the days this worker holds are
+read from their cursors, so a new command on a held day comes back *with* the read that
+waits for it, and the batch needs no second read (``OwnedDay.prefetched``). A batch decides
+under the calendar it read, unless a change of the calendar came since: every rules
+revision writes an entry to the calendar's change stream in the transaction that writes the
+calendar (``Catalog.put``), the same ``XREAD`` watches it from the last change seen, and a
+change marks the held days of that calendar stale, so their next batch reads the calendar
+again. A command queued after a change is therefore never decided under the rules before
+it: the change entry is older than the command, and the read that returns the command also
+returns it, or an earlier read did.
+
+The invariant that makes the wake-up entries of held days redundant: every day held is
+either marked dirty (its batch reads the day itself) or watched by the next ``XREAD`` at its
+cursor. So a wake-up entry naming a held day is dropped, and nothing is missed: the entry's
+command is at or before the cursor (decided), or after it, where the watched read or the
+dirty day's batch finds it.
+
+After a commit the worker reads the wake-up stream in the commit's own pipeline (``queue``
+and ``took``): the submit that woke it also wrote a wake-up entry, and reading it there
+saves the round trip of a blocking read that would return at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+import redis
+
+from ..days.index import WorkIndex
+from ..days.keys import READY, calendar_changes_key
+from .leases import LeaseBook, OwnedDay
+
+log = logging.getLogger("slotlock.worker")
+
+WAKE_COUNT = 1000  # wake-up entries, and commands per held day, per read
+
+
+class Wakeups:
+    def __init__(self, client: redis.Redis, blocking: redis.Redis, index: WorkIndex,
+                 leases: LeaseBook, batch_size: int, stopping: Callable[[], bool]):
+        self.client = client
+        self.blocking = blocking
+        self.index = index
+        self.leases = leases
+        self.batch_size = batch_size
+        self.stopping = stopping
+        self.wake_id: str | None = None
+        self.change_seen: dict[str, str] = {}  # calendar id -> its last change entry read
+
+    def reset(self) -> None:
+        """After a Redis error: read the wake-up stream from its end again."""
+        self.wake_id = None
+
+    def _start_id(self) -> str:
+        if self.wake_id is None:
+            self.wake_id = self.index.last_wakeup_id()
+        return self.wake_id
+
+    def watched(self) -> dict[str, OwnedDay | str]:
+        """The held days a read watches: clean ones whose state and cursor we know."""
+        return {owned.keys.cmds: owned for owned in self.leases.owned.values()
+                if not owned.dirty and owned.day is not None}
+
+    def read(self, block_ms: int | None) -> None:
+        """One ``XREAD`` of the wake-up stream and the watched days (blocking up to
+        ``block_ms`` on the blocking connection, or not at all)."""
+        watched = self.watched()
+        streams = {READY: self._start_id()}
+        streams.update((key, owned.cursor) for key, owned in watched.items())
+        changes: dict[str, str] = {}  # calendar id -> read its changes after this id
+        for owned in watched.values():
+            since = changes.get(owned.calendar_id)
+            if since is None or (owned.change_id != since
+                                 and _order(owned.change_id) < _order(since)):
+                changes[owned.calendar_id] = owned.change_id
+        for calendar_id, since in changes.items():
+            seen = self.change_seen.get(calendar_id, "0-0")
+            key = calendar_changes_key(calendar_id)
+            # days whose change id is older than the last seen are already marked stale
+            streams[key] = since if since == seen else max(since, seen, key=_order)
+            watched[key] = calendar_id
+        if block_ms is None:
+            reply = self.client.xread(streams, count=WAKE_COUNT)
+        else:
+            reply = self.blocking.xread(streams, count=WAKE_COUNT, block=block_ms)
+        self._take(reply, watched)
+
+    def queue(self, pipe) -> None:
+        """Queue a read of the wake-up stream alone on a pipeline (see ``took``)."""
+        pipe.xread({READY: self._start_id()}, count=WAKE_COUNT)
+
+    def took(self, reply) -> None:
+        self._take(reply, {})
+
+    def _take(self, reply, watched: dict[str, OwnedDay]) -> None:
+        now = time.monotonic()
+        for stream, entries in reply or ():
+            if stream == READY:
+                self._wakeups(entries, now)
+                continue
+            owned = watched.get(stream)
+            if owned is None or not entries:
+                continue
+            if isinstance(owned, str):
+                self._changed(owned, entries[-1][0])
+                continue
+            if self.leases.owned.get(owned.keys.part) is not owned:
+                continue  # let go of since the read was sent
+            owned.prefetched = (owned.cursor, entries[:self.batch_size])
+            owned.dirty = True
+
+    def _changed(self, calendar_id: str, change_id: str) -> None:
+        """A rules revision of ``calendar_id``: its held days read the calendar again."""
+        self.change_seen[calendar_id] = change_id
+        for owned in self.leases.owned.values():
+            if (owned.calendar_id == calendar_id
+                    and _order(owned.change_id) < _order(change_id)):
+                owned.calendar_stale = True
+
+    def _wakeups(self, entries, now: float) -> None:
+        for entry_id, fields in entries:
+            self.wake_id = entry_id  # carry the last id seen, never "$"
+            part = fields.get("p")
+            if not part:
+                continue
+            if fields.get("r"):
+                self.leases.retry_at.pop(part, None)  # its holder let go: no wait for expiry
+            if part in self.leases.owned:
+                continue  # held: dirty, or watched at its cursor (the invariant above)
+            if not self.stopping() and (fields.get("r")
+                                        or self.leases.retry_at.get(part, 0.0) <= now):
+                # a released lease is free now: don't wait for its old expiry
+                self.leases.try_acquire(part, now)
+
+
+def _order(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
