@@ -4,7 +4,7 @@ rules change reaches a held day within the documented bound."""
 
 import time
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import pytest
 
@@ -79,3 +79,67 @@ def test_a_rules_change_applies_at_once_to_a_held_day(settings, client):
             assert outcome["status"] == ("accepted" if length == 60 else "rejected"), outcome
     assert worker.stats["calendar_rereads"] >= 3
     assert worker.stats["prefetched_batches"] >= 3
+
+
+@pytest.mark.parametrize("watch_max, watch_s", [(1, 1.0), (64, 0.02)])
+def test_days_that_stop_being_watched_miss_nothing(settings, client, monkeypatch, watch_max,
+                                                   watch_s):
+    """More held days than a read watches, or days that went cold: their commands are
+    decided by the read that watches them, or by a batch that reads them. The sweep (the
+    safety net for wake-ups lost to the stream's cap) is off: the wake-ups must do it."""
+    from slotlock.workers import wakeups
+
+    monkeypatch.setattr(wakeups, "WATCH_MAX", watch_max)
+    monkeypatch.setattr(wakeups, "WATCH_S", watch_s)
+    days = [date(2030, 12, d) for d in range(5, 10)]
+    thread = WorkerThread(settings)
+    thread.worker.sweep = lambda now: None
+    with thread as worker:
+        ids = []
+        for round_ in range(6):
+            for i, day in enumerate(days):
+                start = datetime(day.year, day.month, day.day, 8 + round_, 15 * (i % 3))
+                ids.append(client.book(f"u{i}", "main", start, start + timedelta(minutes=15),
+                                       "x", wait_ms=0).command_id)
+            time.sleep(0.03 * (round_ % 3))
+        started = time.monotonic()
+        outcomes = [client.wait(cid, 3000) for cid in ids]
+        waited = time.monotonic() - started
+    assert [o["status"] for o in outcomes] == ["accepted"] * len(ids), outcomes
+    assert waited < 2.0  # decided by reads, not by the idle release (60 s here)
+    assert len(worker.wakeups.watching) <= watch_max
+
+
+def test_a_day_that_stops_being_watched_owing_a_wakeup_is_read_again(real_redis):
+    """The bookkeeping behind dropping wake-ups of watched days, step by step."""
+    from collections import Counter
+
+    from slotlock.days.index import WorkIndex
+    from slotlock.days.scripts import Scripts
+    from slotlock.workers.leases import LeaseBook
+    from slotlock.workers.wakeups import Wakeups
+
+    real_redis.flushall()
+    scripts = Scripts(real_redis)
+    index = WorkIndex(real_redis, scripts)
+    leases = LeaseBook(real_redis, scripts, "w1", 5000, 1000, Counter())
+    part = "main:2030-12-05"
+    assert leases.try_acquire(part)
+    owned = leases.owned[part]
+    owned.day, owned.dirty = object(), False  # its state is known (only that matters here)
+    wakeups = Wakeups(real_redis, real_redis, index, leases, 256, stopping=lambda: False)
+    wakeups.read(None)
+    assert wakeups.watching == {part}
+    index.wake([part])  # a command came: its wake-up is read with a commit
+    pipe = real_redis.pipeline(transaction=False)
+    wakeups.queue(pipe)
+    wakeups.took(pipe.execute()[0])
+    assert not owned.dirty and owned.wake_owed  # dropped: the next watching read covers it
+    owned.last_work -= 60  # but the day goes cold before that read
+    wakeups.read(None)
+    assert wakeups.watching == set()
+    assert owned.dirty  # so its next batch reads it: the command is not missed
+    owned.dirty = False
+    index.wake([part])  # a wake-up of a held day nobody watches marks it dirty
+    wakeups.read(None)
+    assert owned.dirty

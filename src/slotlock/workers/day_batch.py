@@ -32,7 +32,7 @@ NOTE_EVERY_S = 1.0  # at most this often per day: tell the jobs of its commits
 class DayBatches:
     def __init__(self, settings: Settings, client: redis.Redis, store: DayStore,
                  catalog: Catalog, index: WorkIndex, leases: LeaseBook, failpoints: Failpoints,
-                 stats: Counter, wakeups: Wakeups):
+                 stats: Counter, wakeups: Wakeups, seen_scores: dict[str, float]):
         self.settings = settings
         self.client = client
         self.store = store
@@ -42,6 +42,7 @@ class DayBatches:
         self.failpoints = failpoints
         self.stats = stats
         self.wakeups = wakeups
+        self.seen_scores = seen_scores
 
     def process(self, part: str, owned: OwnedDay) -> int:
         """Decide and commit the next batch of ``part``; the number of commands applied."""
@@ -104,12 +105,18 @@ class DayBatches:
         self.catalog.queue_raw(pipe, calendar_id)
         if fresh:
             self.store.queue_read_state(pipe, keys)
+        # the day's score in the index of days with work, read *before* the stream: every
+        # later command bumps it after its append, so the sweep marks the day dirty again
+        # only if something came after this read (no empty re-reads for what we took here)
+        self.index.queue_score(pipe, part)
         # a fresh day's cursor is not known yet: read from the start, right for a day
         # nothing was applied to (the common case); otherwise read again after the cursor
         self.store.queue_read_commands(pipe, keys, START if fresh else owned.cursor,
                                        self.settings.batch_size)
         replies = pipe.execute()
         change_id, calendar_raw, entries = Catalog.change_id(replies[0]), replies[1], replies[-1]
+        if replies[-2] is not None:
+            self.seen_scores[part] = replies[-2]
         if not calendar_raw:
             log.error("commands for unknown calendar %s; leaving them queued", calendar_id)
             owned.day = None  # read again when its lease is let go of for idleness

@@ -104,10 +104,12 @@ class LeaseWorker:
         self.failpoints = failpoints if failpoints is not None else Failpoints.from_env()
         self.leases = LeaseBook(self.client, self.scripts, self.holder, settings.lease_ttl_ms,
                                 settings.renew_interval_ms, self.stats)
+        self.seen_scores: dict[str, float] = {}
         self.wakeups = Wakeups(self.client, self.blocking, self.index, self.leases,
                                settings.batch_size, stopping=lambda: bool(self._stop))
         self.batches = DayBatches(settings, self.client, self.store, self.catalog, self.index,
-                                  self.leases, self.failpoints, self.stats, self.wakeups)
+                                  self.leases, self.failpoints, self.stats, self.wakeups,
+                                  self.seen_scores)
         self.started_at = time.time()
         self._stop: str | None = None
         self._waiting = False
@@ -266,10 +268,15 @@ class LeaseWorker:
         log.debug("released %d idle days", len(drained))
 
     def sweep(self, now: float) -> None:
-        """Look at the index of days with work: take orphans and days whose wake-up was
-        missed. Days held need no look: they are dirty or watched (see ``Wakeups``)."""
-        for part, _score in self.index.active():
-            if part in self.owned:
+        """Look at the index of days with work: take orphans, notice missed wake-ups (the
+        wake-up stream is capped). Held days that a read watches need no look."""
+        for part, score in self.index.active():
+            owned = self.owned.get(part)
+            if owned is not None:
+                if (self.seen_scores.get(part) != score
+                        and part not in self.wakeups.watching):
+                    owned.dirty = True
+                self.seen_scores[part] = score
                 continue
             if self.retry_at.get(part, 0.0) <= now and not self._stop:
                 self.leases.try_acquire(part, now)

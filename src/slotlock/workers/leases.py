@@ -35,6 +35,7 @@ class OwnedDay:
     calendar_id: str = ""
     change_id: str = "0-0"  # the calendar's last change entry before calendar_raw was read
     calendar_stale: bool = False  # a change came after it: read the calendar again
+    wake_owed: bool = False  # a wake-up was dropped: the next watching read must cover it
     # commands a watching read brought back: (the cursor they follow, stream entries)
     prefetched: tuple[str, list] | None = None
     json_memo: JsonMemo = field(default_factory=JsonMemo)

@@ -13,11 +13,14 @@ again. A command queued after a change is therefore never decided under the rule
 it: the change entry is older than the command, and the read that returns the command also
 returns it, or an earlier read did.
 
-The invariant that makes the wake-up entries of held days redundant: every day held is
-either marked dirty (its batch reads the day itself) or watched by the next ``XREAD`` at its
-cursor. So a wake-up entry naming a held day is dropped, and nothing is missed: the entry's
-command is at or before the cursor (decided), or after it, where the watched read or the
-dirty day's batch finds it.
+A read watches the held days that worked last (at most ``WATCH_MAX``, each within
+``WATCH_S`` of its last commit): a worker may hold thousands of days for a while after one
+command each, and a read names every day it watches. A wake-up entry naming a watched day
+is dropped: its command was appended before the entry, so it is at or before the day's
+cursor (decided), or after it, where the next read, which watches the day at its cursor,
+finds it. The day is marked as owing that read (``OwnedDay.wake_owed``) until a read that
+watches it is sent; a day that stops being watched while it owes one is marked dirty, so its
+next batch reads it. A wake-up entry naming a held day that is not watched marks it dirty.
 
 After a commit the worker reads the wake-up stream in the commit's own pipeline (``queue``
 and ``took``): the submit that woke it also wrote a wake-up entry, and reading it there
@@ -26,6 +29,7 @@ saves the round trip of a blocking read that would return at once.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from typing import Callable
@@ -39,6 +43,8 @@ from .leases import LeaseBook, OwnedDay
 log = logging.getLogger("slotlock.worker")
 
 WAKE_COUNT = 1000  # wake-up entries, and commands per held day, per read
+WATCH_MAX = 64  # held days one read watches: those that worked last
+WATCH_S = 1.0  # a held day is watched this long after its last commit
 
 
 class Wakeups:
@@ -52,6 +58,7 @@ class Wakeups:
         self.stopping = stopping
         self.wake_id: str | None = None
         self.change_seen: dict[str, str] = {}  # calendar id -> its last change entry read
+        self.watching: set[str] = set()  # the held days the last read watched
 
     def reset(self) -> None:
         """After a Redis error: read the wake-up stream from its end again."""
@@ -63,9 +70,24 @@ class Wakeups:
         return self.wake_id
 
     def watched(self) -> dict[str, OwnedDay | str]:
-        """The held days a read watches: clean ones whose state and cursor we know."""
-        return {owned.keys.cmds: owned for owned in self.leases.owned.values()
-                if not owned.dirty and owned.day is not None}
+        """The held days the next read watches: clean ones whose state and cursor we know,
+        that worked last. Days that stop being watched while they owe a read are made
+        dirty (see the module's docstring)."""
+        since = time.monotonic() - WATCH_S
+        hot = [owned for owned in self.leases.owned.values()
+               if not owned.dirty and owned.day is not None and owned.last_work >= since]
+        if len(hot) > WATCH_MAX:
+            hot = heapq.nlargest(WATCH_MAX, hot, key=lambda owned: owned.last_work)
+        watching = {owned.keys.part for owned in hot}
+        for part in self.watching - watching:
+            owned = self.leases.owned.get(part)
+            if owned is not None and owned.wake_owed:
+                owned.wake_owed = False
+                owned.dirty = True
+        self.watching = watching
+        for owned in hot:
+            owned.wake_owed = False  # the read about to be sent covers every earlier entry
+        return {owned.keys.cmds: owned for owned in hot}
 
     def read(self, block_ms: int | None) -> None:
         """One ``XREAD`` of the wake-up stream and the watched days (blocking up to
@@ -131,8 +153,13 @@ class Wakeups:
                 continue
             if fields.get("r"):
                 self.leases.retry_at.pop(part, None)  # its holder let go: no wait for expiry
-            if part in self.leases.owned:
-                continue  # held: dirty, or watched at its cursor (the invariant above)
+            owned = self.leases.owned.get(part)
+            if owned is not None:
+                if part in self.watching:
+                    owned.wake_owed = True  # the next read that watches it covers it
+                else:
+                    owned.dirty = True
+                continue
             if not self.stopping() and (fields.get("r")
                                         or self.leases.retry_at.get(part, 0.0) <= now):
                 # a released lease is free now: don't wait for its old expiry
