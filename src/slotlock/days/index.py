@@ -62,16 +62,16 @@ class WorkIndex:
     def queue_score(self, pipe, part: str) -> None:
         pipe.zscore(ACTIVE, part)
 
-    def note_commit(self, part: str, at_ms: int, had_events: bool) -> None:
-        """After a commit: the day changed (audit of recent days, compaction) and, with
-        webhook events, its outbox has something to publish. The day is (again) put into
-        ``sl:days``: a submitter of an older version, during a rolling deploy, did not."""
-        pipe = self.client.pipeline(transaction=False)
+    @staticmethod
+    def queue_note_commit(pipe, part: str, at_ms: int, had_events: bool) -> None:
+        """Queued after a commit, in its pipeline: the day changed (audit of recent days,
+        compaction) and, with webhook events, its outbox has something to publish. The day
+        is (again) put into ``sl:days``: a submitter of an older version, during a rolling
+        deploy, did not."""
         pipe.zadd(DAYS, {part: split_partition(part)[1].toordinal()}, nx=True)
         pipe.zadd(CHANGED, {part: at_ms})
         if had_events:
             pipe.zincrby(OUTBOX_DAYS, 1, part)
-        pipe.execute()
 
     def score(self, part: str) -> float | None:
         return self.client.zscore(ACTIVE, part)

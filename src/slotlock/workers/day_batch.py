@@ -71,7 +71,6 @@ class DayBatches:
             owned.dirty = True
             return 0
         self.failpoints.after_commit(part, owned.lease.token)
-        self.note_commit(part, owned, bool(batch.events))
         owned.day = batch.day
         owned.cursor = batch.cursor
         owned.last_work = time.monotonic()
@@ -139,33 +138,32 @@ class DayBatches:
         return entries
 
     def _commit(self, owned: OwnedDay, batch) -> None:
-        """The fenced commit, and in its round trip the read of the wake-up stream that the
-        submit of these commands also wrote to (see ``Wakeups``)."""
+        """The fenced commit and, in its round trip, the read of the wake-up stream that the
+        submit of these commands also wrote to (see ``Wakeups``) and the note to the jobs.
+
+        The jobs are told (``WorkIndex.queue_note_commit``) at most once a second per day:
+        the audit of recent days and compaction look back over minutes. A day with webhook
+        events is told at once. The note is not atomic with the commit (global keys stay out
+        of day scripts) but runs after it in Redis; a refused commit leaves a note that makes
+        the jobs look at a day that did not change (harmless); a lost note is made up by the
+        outbox sweep and the nightly audit (by ``sl:days``, which the submitter wrote)."""
+        had_events = bool(batch.events)
+        now = time.monotonic()
+        note = had_events or now - owned.noted_at >= NOTE_EVERY_S
+        bookings_json = batch.bookings_json(owned.json_memo)
+
         def build(pipe) -> None:
             self.store.queue_commit(pipe, owned.lease, owned.cursor, batch.cursor,
-                                    batch.bookings_json(owned.json_memo), batch.day.version,
-                                    batch.outcomes, batch.events, self.settings.reply_ttl_ms)
+                                    bookings_json, batch.day.version, batch.outcomes,
+                                    batch.events, self.settings.reply_ttl_ms)
             self.wakeups.queue(pipe)
+            if note:
+                self.index.queue_note_commit(pipe, owned.keys.part, int(time.time() * 1000),
+                                             had_events)
 
         pipe_replies = self.store.scripts.run_pipeline(build)
         self.wakeups.took(pipe_replies[1])
         DayStore.committed(pipe_replies[0], owned.lease, owned.cursor, batch.cursor,
                            batch.day.version)
-
-    def note_commit(self, part: str, owned: OwnedDay, had_events: bool) -> None:
-        """Tell the background jobs about a commit: after it, like submitters do.
-
-        ``sl:days:changed`` (the audit of recent days, compaction) is told at most once a
-        second per day: its readers look back over minutes. A day with webhook events is
-        told at once. Not atomic with the commit (global keys stay out of day scripts): a
-        crash right here loses only the hint; the outbox sweep and the nightly audit (by
-        ``sl:days``, which the submitter wrote) find the day anyway.
-        """
-        now = time.monotonic()
-        if not had_events and now - owned.noted_at < NOTE_EVERY_S:
-            return
-        owned.noted_at = now
-        try:
-            self.index.note_commit(part, int(time.time() * 1000), had_events)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            log.warning("could not note commit of %s for the jobs (%s)", part, exc)
+        if note:
+            owned.noted_at = now

@@ -5,8 +5,8 @@
 - ``stop_before_commit``: SIGSTOP ourselves between decide and commit (the test resumes us
   with SIGCONT): a paused holder whose lease passes to another worker.
 - ``sleep_before_commit``: sleep 30 s there (only a second SIGTERM cuts it short).
-- ``kill_after_commit``: SIGKILL ourselves right after the N-th commit, before anything
-  else (reply reads, job hints) happens: the crash between commit and notification.
+- ``kill_after_commit``: SIGKILL ourselves right after the N-th commit's round trip
+  (which also carries the note to the jobs), before the worker updates its own state.
 
 ``stop_before_commit:usr1`` fires at the first commit after a SIGUSR1, if one comes within
 ``ARMED_FOR_S`` (the fault harness uses it to make a stale writer certain, not lucky).
