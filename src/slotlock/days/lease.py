@@ -66,6 +66,27 @@ class DayLease:
         result = self.scripts.lease_acquire(
             keys=[self.keys.lease, self.keys.fence], args=[self.holder, self.ttl_ms, self.nonce]
         )
+        return self.acquired(result, started)
+
+    def queue_acquire(self, pipe, read_count: int, state_fields: tuple[str, ...]) -> float:
+        """Queue ``acquire`` on a pipeline (``Scripts.run_pipeline``), reading, if granted,
+        the day's state fields and up to ``read_count`` commands after its cursor in the
+        same script; pass its reply and the time returned here to ``acquired``, and the
+        reply to ``granted_read`` for the read."""
+        self.nonce = secrets.token_hex(6)
+        self.scripts.queue(pipe, "lease_acquire",
+                           [self.keys.lease, self.keys.fence, self.keys.state, self.keys.cmds],
+                           [self.holder, self.ttl_ms, self.nonce, read_count, *state_fields])
+        return time.monotonic()
+
+    @staticmethod
+    def granted_read(result) -> tuple[list, list]:
+        """(state as HMGET, commands as XRANGE entries) of a granted ``queue_acquire``."""
+        state, entries = result[2], result[3]
+        return list(state), [(entry_id, dict(zip(fields[::2], fields[1::2])))
+                             for entry_id, fields in entries]
+
+    def acquired(self, result, started: float) -> bool:
         if int(result[0]) == 1:
             self.token = int(result[1])
             self.expires_at = started + self.ttl_ms / 1000

@@ -96,12 +96,10 @@ class DayBatches:
     def _read(self, part: str, owned: OwnedDay) -> list | None:
         """Read the calendar and the commands after the cursor (a fresh day: its committed
         state too), in one round trip; ``None`` if the day cannot be decided now."""
-        calendar_id, day = split_partition(part)
         keys = owned.keys
         fresh = owned.day is None  # no cached state: read it in the same round trip
         pipe = self.client.pipeline(transaction=False)
-        self.catalog.queue_last_change(pipe, calendar_id)
-        self.catalog.queue_raw(pipe, calendar_id)
+        self.queue_calendar(pipe, part)
         if fresh:
             self.store.queue_read_state(pipe, keys)
         # the day's score in the index of days with work, read *before* the stream: every
@@ -113,25 +111,55 @@ class DayBatches:
         self.store.queue_read_commands(pipe, keys, START if fresh else owned.cursor,
                                        self.settings.batch_size)
         replies = pipe.execute()
-        change_id, calendar_raw, entries = Catalog.change_id(replies[0]), replies[1], replies[-1]
         if replies[-2] is not None:
             self.seen_scores[part] = replies[-2]
+        entries = self._load(part, owned, replies[0], replies[1],
+                             replies[2] if fresh else None, replies[-1])
+        if fresh and entries is not None and owned.cursor != START:
+            pipe = self.client.pipeline(transaction=False)
+            self.store.queue_read_commands(pipe, keys, owned.cursor, self.settings.batch_size)
+            entries = pipe.execute()[0]
+        return entries
+
+    # -- the first read of a day, in the round trip that acquires it (LeaseBook) ----------
+
+    def queue_calendar(self, pipe, part: str) -> None:
+        """Queue the read of a day's calendar: its last change first (a change between the
+        two is then seen again, never missed), then the calendar itself."""
+        calendar_id = split_partition(part)[0]
+        self.catalog.queue_last_change(pipe, calendar_id)
+        self.catalog.queue_raw(pipe, calendar_id)
+
+    @property
+    def first_read_count(self) -> int:
+        return self.settings.batch_size
+
+    def took_first_read(self, part: str, owned: OwnedDay, calendar_replies: list,
+                        state_raw: list, entries: list) -> None:
+        """A day just acquired, with its calendar, state and the commands after its cursor
+        read in the same round trip: its first batch needs no other read."""
+        taken = self._load(part, owned, calendar_replies[0], calendar_replies[1], state_raw,
+                           entries)
+        if taken is not None:
+            owned.prefetched = (owned.cursor, taken)
+
+    def _load(self, part: str, owned: OwnedDay, change_reply, calendar_raw, state_raw,
+              entries) -> list | None:
+        """Take a read of the calendar (and, for a fresh day, its state) into ``owned``;
+        the entries, or ``None`` if the day cannot be decided now."""
+        calendar_id, day = split_partition(part)
         if not calendar_raw:
             log.error("commands for unknown calendar %s; leaving them queued", calendar_id)
             owned.day = None  # read again when its lease is let go of for idleness
             owned.dirty = False
             return None
-        owned.change_id, owned.calendar_stale = change_id, False
-        if fresh:
-            state = self.store.stored_state(replies[2])
+        owned.change_id, owned.calendar_stale = Catalog.change_id(change_reply), False
+        if state_raw is not None:
+            state = self.store.stored_state(state_raw)
             owned.day = load_day(Calendar.from_dict(Catalog.parse(calendar_raw)), day,
                                  state.bookings, state.version)
             owned.cursor = state.cursor
             owned.calendar_raw = calendar_raw
-            if state.cursor != START:
-                pipe = self.client.pipeline(transaction=False)
-                self.store.queue_read_commands(pipe, keys, owned.cursor, self.settings.batch_size)
-                entries = pipe.execute()[0]
         elif calendar_raw != owned.calendar_raw:
             owned.day = owned.day.with_calendar(Calendar.from_dict(Catalog.parse(calendar_raw)))
             owned.calendar_raw = calendar_raw

@@ -110,6 +110,7 @@ class LeaseWorker:
         self.batches = DayBatches(settings, self.client, self.store, self.catalog, self.index,
                                   self.leases, self.failpoints, self.stats, self.wakeups,
                                   self.seen_scores)
+        self.leases.reader = self.batches
         self.started_at = time.time()
         self._stop: str | None = None
         self._waiting = False

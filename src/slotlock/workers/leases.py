@@ -16,6 +16,7 @@ import redis
 from ..days.keys import DayKeys, split_partition
 from ..days.lease import DayLease
 from ..days.scripts import Scripts
+from ..days.store import STATE_FIELDS
 from ..model import Day
 from .applier import JsonMemo
 
@@ -53,20 +54,41 @@ class LeaseBook:
         self.stats = stats
         self.owned: dict[str, OwnedDay] = {}
         self.retry_at: dict[str, float] = {}  # days held by others: when their lease may lapse
+        # reads a day's calendar, state and commands with its acquisition (DayBatches)
+        self.reader = None
 
     def try_acquire(self, part: str, now: float | None = None) -> bool:
+        """Take the day's lease if it is free. With a ``reader`` (the worker's batches),
+        the day's calendar, state and commands are read in the same round trip."""
         now = time.monotonic() if now is None else now
         keys = DayKeys(part)
         lease = DayLease(self.client, self.scripts, keys, self.holder, self.ttl_ms)
-        if not lease.acquire():
+        reader = self.reader
+        if reader is None:
+            granted, replies = lease.acquire(), None
+        else:
+            started = 0.0
+
+            def build(pipe) -> None:
+                nonlocal started
+                reader.queue_calendar(pipe, part)
+                started = lease.queue_acquire(pipe, reader.first_read_count, STATE_FIELDS)
+
+            replies = self.scripts.run_pipeline(build)
+            granted = lease.acquired(replies[-1], started)
+        if not granted:
             # try again just after the holder's lease would lapse
             self.retry_at[part] = now + (lease.retry_in_ms + 5) / 1000
             return False
         self.retry_at.pop(part, None)
         self.stats["acquired"] += 1
-        self.owned[part] = OwnedDay(keys, lease, renew_at=now + self.renew_s, last_work=now,
-                                    calendar_id=split_partition(part)[0])
+        owned = OwnedDay(keys, lease, renew_at=now + self.renew_s, last_work=now,
+                         calendar_id=split_partition(part)[0])
+        self.owned[part] = owned
         log.info("acquired %s with token %d", part, lease.token)
+        if reader is not None:
+            state_raw, entries = DayLease.granted_read(replies[-1])
+            reader.took_first_read(part, owned, replies[:-1], state_raw, entries)
         return True
 
     def renew_due(self, now: float) -> None:
