@@ -73,7 +73,7 @@ class DayBatches:
         self.failpoints.after_commit(part, owned.lease.token)
         owned.day = batch.day
         owned.cursor = batch.cursor
-        owned.last_work = time.monotonic()
+        self.leases.worked(owned, time.monotonic())
         owned.dirty = len(entries) >= self.settings.batch_size
         self.stats["commits"] += 1
         self.stats["commands"] += len(entries)

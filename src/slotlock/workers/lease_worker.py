@@ -39,6 +39,7 @@ log = logging.getLogger("slotlock.worker")
 
 BLOCK_MS = 50  # longest blocking read; also the sweep period for orphaned days
 HEARTBEAT_S = 1.0
+IDLE_CHECK_S = 0.1  # at most this often, a look for held days idle long enough to let go
 REINDEX_S = 1.0  # one incremental step over sl:days for queued days missing from the index
 DAY_ERROR_BACKOFF_S = 5.0  # a day whose batch raised is left alone this long
 
@@ -117,6 +118,7 @@ class LeaseWorker:
         self._next_sweep = 0.0
         self._next_heartbeat = 0.0
         self._next_reindex = 0.0
+        self._next_idle_check = 0.0
 
     @property
     def owned(self) -> dict[str, OwnedDay]:
@@ -213,7 +215,10 @@ class LeaseWorker:
     def maintain(self) -> None:
         now = time.monotonic()
         self.leases.renew_due(now)
-        self._release_idle(now)
+        if now >= self._next_idle_check:
+            # a look at every held day: a few times per idle period, not on every wake
+            self._next_idle_check = now + min(IDLE_CHECK_S, self.settings.idle_release_ms / 4000)
+            self._release_idle(now)
         if now >= self._next_sweep:
             self._next_sweep = now + BLOCK_MS / 1000
             self.sweep(now)
@@ -261,7 +266,7 @@ class LeaseWorker:
                 owned.lease.queue_release(pipe)  # after the index: a new command re-marks it
 
         for part, _owned, _score in drained:
-            self.leases.owned.pop(part, None)  # if the release fails, the leases lapse
+            self.leases.forget(part)  # if the release fails, the leases lapse
         self.stats["released"] += len(drained)
         self.scripts.run_pipeline(build)
         for _part, owned, _score in drained:
@@ -330,10 +335,9 @@ class LeaseWorker:
 
     def process_days(self) -> bool:
         worked = False
-        for part in list(self.owned):
-            owned = self.owned.get(part)
-            if owned is None or not owned.dirty:
-                continue
+        for part, owned in self.leases.dirty_days():
+            if self.owned.get(part) is not owned or not owned.dirty:
+                continue  # let go of while an earlier day was processed
             if self._stop and worked:
                 break  # warm stop: finish what is in hand, leave the rest to a successor
             try:
@@ -343,7 +347,7 @@ class LeaseWorker:
             # a bug, a script error or a poisoned day must not stop the other days (logged)
             except Exception:  # noqa: BLE001
                 self._let_go_after_error(part, owned)
-        if any(o.dirty for o in self.owned.values()):
+        if self.leases.dirty_days():
             self._read_wakeups(block_ms=None)  # keep other days from starving behind a hot one
         return worked
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 import redis
@@ -29,7 +29,7 @@ class OwnedDay:
     lease: DayLease
     day: Day | None = None  # cached committed state; None: read it again before deciding
     cursor: str = "0-0"
-    dirty: bool = True
+    _dirty: bool = True
     renew_at: float = 0.0
     last_work: float = 0.0
     calendar_raw: str | None = None
@@ -37,6 +37,25 @@ class OwnedDay:
     change_id: str = "0-0"  # the calendar's last change entry before calendar_raw was read
     calendar_stale: bool = False  # a change came after it: read the calendar again
     wake_owed: bool = False  # a wake-up was dropped: the next watching read must cover it
+    # the book's set of dirty days, kept with ``dirty`` so the loop never scans every day
+    dirty_set: set[str] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.dirty = self._dirty
+
+    @property
+    def dirty(self) -> bool:
+        """The day has (or may have) commands to decide: its next batch reads it."""
+        return self._dirty
+
+    @dirty.setter
+    def dirty(self, value: bool) -> None:
+        self._dirty = value
+        if self.dirty_set is not None:
+            if value:
+                self.dirty_set.add(self.keys.part)
+            else:
+                self.dirty_set.discard(self.keys.part)
     # commands a watching read brought back: (the cursor they follow, stream entries)
     prefetched: tuple[str, list] | None = None
     json_memo: JsonMemo = field(default_factory=JsonMemo)
@@ -56,6 +75,11 @@ class LeaseBook:
         self.retry_at: dict[str, float] = {}  # days held by others: when their lease may lapse
         # reads a day's calendar, state and commands with its acquisition (DayBatches)
         self.reader = None
+        # parts whose day may be dirty (a superset: check ``owned[part].dirty``)
+        self.dirty_parts: set[str] = set()
+        self._next_renewal = float("inf")
+        # held days, the one that worked last at the end (``worked``)
+        self.recent: OrderedDict[str, OwnedDay] = OrderedDict()
 
     def try_acquire(self, part: str, now: float | None = None) -> bool:
         """Take the day's lease if it is free. With a ``reader`` (the worker's batches),
@@ -83,8 +107,10 @@ class LeaseBook:
         self.retry_at.pop(part, None)
         self.stats["acquired"] += 1
         owned = OwnedDay(keys, lease, renew_at=now + self.renew_s, last_work=now,
-                         calendar_id=split_partition(part)[0])
+                         calendar_id=split_partition(part)[0], dirty_set=self.dirty_parts)
+        self._next_renewal = min(self._next_renewal, owned.renew_at)
         self.owned[part] = owned
+        self.recent[part] = owned
         log.info("acquired %s with token %d", part, lease.token)
         if reader is not None:
             state_raw, entries = DayLease.granted_read(replies[-1])
@@ -93,8 +119,15 @@ class LeaseBook:
 
     def renew_due(self, now: float) -> None:
         """Renew every lease that is due, all in one pipelined round trip; drop those lost."""
-        due = [(part, owned) for part, owned in self.owned.items() if owned.renew_at <= now]
+        if now < self._next_renewal:
+            return
+        # renew the ones due soon too, so that renewals bunch up: one pass every half
+        # interval or so, not one for each day's own moment
+        soon = now + self.renew_s / 2
+        due = [(part, owned) for part, owned in self.owned.items() if owned.renew_at <= soon]
         if not due:
+            self._next_renewal = min((o.renew_at for o in self.owned.values()),
+                                     default=float("inf"))
             return
         started = time.monotonic()
         pipe = self.client.pipeline(transaction=False)
@@ -113,17 +146,40 @@ class LeaseBook:
                 self.stats["leases_lost"] += 1
                 log.warning("lost lease of %s: expired or passed to another worker", part)
                 self.drop(part)
+        self._next_renewal = min((o.renew_at for o in self.owned.values()),
+                                 default=float("inf"))
 
     def next_renewal(self) -> float | None:
-        return min((o.renew_at for o in self.owned.values()), default=None)
+        return None if self._next_renewal == float("inf") else self._next_renewal
+
+    def dirty_days(self) -> list[tuple[str, OwnedDay]]:
+        """The held days marked dirty."""
+        days = []
+        for part in list(self.dirty_parts):
+            owned = self.owned.get(part)
+            if owned is None or not owned.dirty:
+                self.dirty_parts.discard(part)  # let go of, or marked by an old grant's object
+            else:
+                days.append((part, owned))
+        return days
 
     def drop(self, part: str, retry_in_s: float = 0.0) -> OwnedDay | None:
         """Forget a day (its lease is gone or given up); try it again after ``retry_in_s``."""
         self.retry_at[part] = time.monotonic() + retry_in_s if retry_in_s else 0.0
+        return self.forget(part)
+
+    def forget(self, part: str) -> OwnedDay | None:
+        """Take a day out of the book (its lease is let go of, or lapses)."""
+        self.recent.pop(part, None)
         return self.owned.pop(part, None)
 
+    def worked(self, owned: OwnedDay, now: float) -> None:
+        owned.last_work = now
+        if self.recent.get(owned.keys.part) is owned:
+            self.recent.move_to_end(owned.keys.part)
+
     def release(self, part: str) -> None:
-        owned = self.owned.pop(part, None)
+        owned = self.forget(part)
         if owned is not None:
             owned.lease.release()
             self.stats["released"] += 1
@@ -133,6 +189,7 @@ class LeaseBook:
         for part in parts:
             self.owned[part].lease.release()
         self.owned.clear()
+        self.recent.clear()
         return parts
 
     def forget_cached_state(self) -> None:

@@ -29,7 +29,6 @@ saves the round trip of a blocking read that would return at once.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import time
 from typing import Callable
@@ -74,10 +73,12 @@ class Wakeups:
         that worked last. Days that stop being watched while they owe a read are made
         dirty (see the module's docstring)."""
         since = time.monotonic() - WATCH_S
-        hot = [owned for owned in self.leases.owned.values()
-               if not owned.dirty and owned.day is not None and owned.last_work >= since]
-        if len(hot) > WATCH_MAX:
-            hot = heapq.nlargest(WATCH_MAX, hot, key=lambda owned: owned.last_work)
+        hot = []
+        for owned in reversed(self.leases.recent.values()):  # the one that worked last first
+            if owned.last_work < since or len(hot) == WATCH_MAX:
+                break
+            if not owned.dirty and owned.day is not None:
+                hot.append(owned)
         watching = {owned.keys.part for owned in hot}
         for part in self.watching - watching:
             owned = self.leases.owned.get(part)
