@@ -208,8 +208,18 @@ class Injector(threading.Thread):
         proc.send(signal.SIGTERM)
         leases, commits, decided = self.watch(days, queued, sent, self.ttl_s + 10)
         code = proc.wait(10)
+        # a day the worker let go of for idleness between the look at the holders and the
+        # signal has no lease to hand over: its next lease waits for its next command
+        released = _released_at_stop(proc.log())
+        if released is not None:
+            idle = sorted(p for p in days if p not in released)
+            leases = {p: t for p, t in leases.items() if p in released}
+            commits = {p: t for p, t in commits.items() if p in released}
+        else:
+            idle = []
         self.cluster.start_worker(slot)
         fault.detail = {"days": len(days), "exit": code, "queued": sorted(queued),
+                        "idle_released_before": idle,
                         "successors_ready": ready,
                         "lease_ms": {p: round(t * 1000) for p, t in leases.items()},
                         "queued_decided_ms": {p: round(t * 1000) for p, t in decided.items()},
@@ -320,3 +330,13 @@ def worker_fence_refusals(cluster: Cluster) -> int:
     for raw in cluster.redis.hvals(WORKERS):
         total += json.loads(raw).get("stats", {}).get("fence_refusals", 0)
     return total
+
+
+def _released_at_stop(log_text: str) -> set[str] | None:
+    """The days a worker released at a warm stop, from its last ``released at stop:`` line
+    (``None`` if it logged none: a cold stop, or a worker of an older version)."""
+    lines = [line for line in log_text.splitlines() if "released at stop: " in line]
+    if not lines:
+        return None
+    parts = lines[-1].split("released at stop: ", 1)[1].split()
+    return set() if parts == ["-"] else set(parts)

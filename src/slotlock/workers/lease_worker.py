@@ -373,6 +373,7 @@ class LeaseWorker:
         try:
             parts = self.leases.release_all()
             self.index.wake(parts, released=True)  # successors take over now, not after the TTL
+            log.info("released at stop: %s", " ".join(sorted(parts)) or "-")
             self.heartbeat(alive=False)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("could not release leases (%s); they lapse after the TTL", exc)
