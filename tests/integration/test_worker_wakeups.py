@@ -143,3 +143,25 @@ def test_a_day_that_stops_being_watched_owing_a_wakeup_is_read_again(real_redis)
     index.wake([part])  # a wake-up of a held day nobody watches marks it dirty
     wakeups.read(None)
     assert owned.dirty
+
+
+def test_days_commit_together_and_a_failing_day_leaves_the_others_be(settings, client,
+                                                                     real_redis):
+    """Commands queued on three days before the worker starts: it takes the three days,
+    decides them, and commits them in one round trip; one day's commit script fails
+    (a key of the wrong type), and only that day is let go of."""
+    from slotlock.days.keys import DayKeys
+
+    days = [date(2030, 12, d) for d in (10, 11, 12)]
+    ids = [client.book("ann", "main", datetime(d.year, d.month, d.day, 9),
+                       datetime(d.year, d.month, d.day, 10), "x", wait_ms=0).command_id
+           for d in days]
+    bad = DayKeys.of("main", days[0])
+    real_redis.set(bad.tokens, "not a list")  # commit.lua's LINDEX fails: WRONGTYPE
+    with WorkerThread(settings) as worker:
+        outcomes = [client.wait(cid, 3000) for cid in ids[1:]]
+    assert [o["status"] for o in outcomes] == ["accepted", "accepted"]
+    assert worker.stats["multi_day_commits"] >= 1
+    assert worker.stats["day_errors"] == 1
+    assert not real_redis.hget(bad.done, ids[0])  # no outcome: nothing of that day written
+    assert client.status(ids[0])["status"] == "pending"

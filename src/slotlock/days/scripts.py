@@ -78,6 +78,20 @@ class Scripts:
                 self.load_all()
         raise AssertionError("unreachable")
 
+    def run_pipeline_each(self, build) -> list:
+        """Like ``run_pipeline``, but an error of one command is its reply (an exception
+        object), not raised; connection errors still raise."""
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            build(pipe)
+            replies = pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, redis.exceptions.NoScriptError)
+                                    for r in replies):
+                self.load_all()
+                continue
+            return replies
+        raise AssertionError("unreachable")
+
 
 def unfenced(commit_source: str) -> str:
     """TEST-ONLY BROKEN BUILD of commit.lua: the same write with the fence cut out.

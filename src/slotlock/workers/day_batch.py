@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
+from typing import Callable
 
 import redis
 
@@ -19,7 +21,7 @@ from ..days.keys import split_partition
 from ..days.store import START, DayStore
 from ..errors import CursorMismatch, FenceRejected
 from ..model import Calendar
-from .applier import apply_entries, load_day
+from .applier import Batch, apply_entries, load_day
 from .failpoints import Failpoints
 from .leases import LeaseBook, OwnedDay
 from .wakeups import Wakeups
@@ -27,6 +29,19 @@ from .wakeups import Wakeups
 log = logging.getLogger("slotlock.worker")
 
 NOTE_EVERY_S = 1.0  # at most this often per day: tell the jobs of its commits
+
+
+@dataclass
+class Decided:
+    """One day's decided batch, waiting for its commit."""
+
+    part: str
+    owned: OwnedDay
+    commands: int
+    batch: Batch
+    bookings_json: str
+    note: bool  # tell the jobs with this commit
+    decided_at: float
 
 
 class DayBatches:
@@ -46,19 +61,71 @@ class DayBatches:
 
     def process(self, part: str, owned: OwnedDay) -> int:
         """Decide and commit the next batch of ``part``; the number of commands applied."""
+        decided = self.decide(part, owned)
+        return self.commit([decided]) if decided is not None else 0
+
+    def decide(self, part: str, owned: OwnedDay) -> Decided | None:
+        """Decide the next batch of ``part`` (reading the day unless a watching read
+        brought its commands); ``None`` if there is nothing to commit."""
         entries = self._take_prefetched(owned)
         if entries is None:
             entries = self._read(part, owned)
             if entries is None:
-                return 0
+                return None
         if not entries:
             owned.dirty = False
-            return 0
+            return None
         batch = apply_entries(owned.day, owned.cursor, DayStore.commands_of(entries), part,
                               with_events=bool(owned.day.calendar.webhook_url))
         self.failpoints.before_commit(part, owned.lease.token)
+        now = time.monotonic()
+        note = bool(batch.events) or now - owned.noted_at >= NOTE_EVERY_S
+        return Decided(part, owned, len(entries), batch, batch.bookings_json(owned.json_memo),
+                       note, now)
+
+    def commit(self, decided: list[Decided],
+               on_error: Callable[[str, OwnedDay, Exception], None] | None = None) -> int:
+        """Commit decided batches of several days in one round trip; the number of commands
+        applied. Each day's commit is its own fenced script: one refused or failing leaves
+        the others be. A script error of one day goes to ``on_error`` (raised without).
+
+        The round trip also reads the wake-up stream that the submit of these commands
+        wrote to (see ``Wakeups``) and tells the jobs (``WorkIndex.queue_note_commit``), at
+        most once a second per day: the audit of recent days and compaction look back over
+        minutes; a day with webhook events is told at once. The note is not atomic with the
+        commit (global keys stay out of day scripts) but runs after it in Redis; a refused
+        commit leaves a note that makes the jobs look at a day that did not change
+        (harmless); a lost note is made up by the outbox sweep and the nightly audit (by
+        ``sl:days``, which the submitter wrote)."""
+        def build(pipe) -> None:
+            for d in decided:
+                self.store.queue_commit(pipe, d.owned.lease, d.owned.cursor, d.batch.cursor,
+                                        d.bookings_json, d.batch.day.version, d.batch.outcomes,
+                                        d.batch.events, self.settings.reply_ttl_ms)
+            self.wakeups.queue(pipe)
+            for d in decided:
+                if d.note:
+                    self.index.queue_note_commit(pipe, d.part, int(time.time() * 1000),
+                                                 bool(d.batch.events))
+
+        replies = self.store.scripts.run_pipeline_each(build)
+        wake_reply = replies[len(decided)]
+        if not isinstance(wake_reply, Exception):
+            self.wakeups.took(wake_reply)
+        applied = 0
+        for d, result in zip(decided, replies):
+            applied += self._committed(d, result, on_error)
+        if len(decided) > 1:
+            self.stats["multi_day_commits"] += 1
+        return applied
+
+    def _committed(self, d: Decided, result, on_error) -> int:
+        part, owned, batch = d.part, d.owned, d.batch
         try:
-            self._commit(owned, batch)
+            if isinstance(result, Exception):
+                raise result
+            DayStore.committed(result, owned.lease, owned.cursor, batch.cursor,
+                               batch.day.version)
         except FenceRejected as exc:
             self.stats["fence_refusals"] += 1
             log.warning("FENCED: %s; dropping the day, nothing of this batch was written", exc)
@@ -70,15 +137,22 @@ class DayBatches:
             owned.day = None
             owned.dirty = True
             return 0
+        except redis.ResponseError as exc:
+            if on_error is None:
+                raise
+            on_error(part, owned, exc)
+            return 0
         self.failpoints.after_commit(part, owned.lease.token)
+        if d.note:
+            owned.noted_at = d.decided_at
         owned.day = batch.day
         owned.cursor = batch.cursor
         self.leases.worked(owned, time.monotonic())
-        owned.dirty = len(entries) >= self.settings.batch_size
+        owned.dirty = d.commands >= self.settings.batch_size
         self.stats["commits"] += 1
-        self.stats["commands"] += len(entries)
+        self.stats["commands"] += d.commands
         self.stats["accepted"] += batch.accepted
-        return len(entries)
+        return d.commands
 
     def _take_prefetched(self, owned: OwnedDay) -> list | None:
         """The commands a watching read brought back, if the batch may use them: they follow
@@ -164,34 +238,3 @@ class DayBatches:
             owned.day = owned.day.with_calendar(Calendar.from_dict(Catalog.parse(calendar_raw)))
             owned.calendar_raw = calendar_raw
         return entries
-
-    def _commit(self, owned: OwnedDay, batch) -> None:
-        """The fenced commit and, in its round trip, the read of the wake-up stream that the
-        submit of these commands also wrote to (see ``Wakeups``) and the note to the jobs.
-
-        The jobs are told (``WorkIndex.queue_note_commit``) at most once a second per day:
-        the audit of recent days and compaction look back over minutes. A day with webhook
-        events is told at once. The note is not atomic with the commit (global keys stay out
-        of day scripts) but runs after it in Redis; a refused commit leaves a note that makes
-        the jobs look at a day that did not change (harmless); a lost note is made up by the
-        outbox sweep and the nightly audit (by ``sl:days``, which the submitter wrote)."""
-        had_events = bool(batch.events)
-        now = time.monotonic()
-        note = had_events or now - owned.noted_at >= NOTE_EVERY_S
-        bookings_json = batch.bookings_json(owned.json_memo)
-
-        def build(pipe) -> None:
-            self.store.queue_commit(pipe, owned.lease, owned.cursor, batch.cursor,
-                                    bookings_json, batch.day.version, batch.outcomes,
-                                    batch.events, self.settings.reply_ttl_ms)
-            self.wakeups.queue(pipe)
-            if note:
-                self.index.queue_note_commit(pipe, owned.keys.part, int(time.time() * 1000),
-                                             had_events)
-
-        pipe_replies = self.store.scripts.run_pipeline(build)
-        self.wakeups.took(pipe_replies[1])
-        DayStore.committed(pipe_replies[0], owned.lease, owned.cursor, batch.cursor,
-                           batch.day.version)
-        if note:
-            owned.noted_at = now

@@ -334,28 +334,34 @@ class LeaseWorker:
     # -- applying ------------------------------------------------------------------------
 
     def process_days(self) -> bool:
-        worked = False
+        """Decide a batch of every dirty day, then commit them all in one round trip."""
+        decided = []
         for part, owned in self.leases.dirty_days():
             if self.owned.get(part) is not owned or not owned.dirty:
                 continue  # let go of while an earlier day was processed
-            if self._stop and worked:
+            if self._stop and decided:
                 break  # warm stop: finish what is in hand, leave the rest to a successor
             try:
-                worked = self.batches.process(part, owned) > 0 or worked
+                batch = self.batches.decide(part, owned)
             except (redis.ConnectionError, redis.TimeoutError, OSError, _Wake):
                 raise  # the connection, not the day: the loop backs off and reads again
             # a bug, a script error or a poisoned day must not stop the other days (logged)
-            except Exception:  # noqa: BLE001
-                self._let_go_after_error(part, owned)
+            except Exception as exc:  # noqa: BLE001
+                self._let_go_after_error(part, owned, exc)
+                continue
+            if batch is not None:
+                decided.append(batch)
+        worked = bool(decided) and self.batches.commit(
+            decided, on_error=self._let_go_after_error) > 0
         if self.leases.dirty_days():
             self._read_wakeups(block_ms=None)  # keep other days from starving behind a hot one
         return worked
 
-    def _let_go_after_error(self, part: str, owned: OwnedDay) -> None:
+    def _let_go_after_error(self, part: str, owned: OwnedDay, exc: Exception) -> None:
         self.stats["day_errors"] += 1
-        log.exception("error while applying %s (token %s); nothing of the batch was written; "
-                      "letting the day go for %.0f s", part, owned.lease.token,
-                      DAY_ERROR_BACKOFF_S)
+        log.error("error while applying %s (token %s); nothing of the batch was written; "
+                  "letting the day go for %.0f s", part, owned.lease.token,
+                  DAY_ERROR_BACKOFF_S, exc_info=exc)
         self.leases.drop(part, retry_in_s=DAY_ERROR_BACKOFF_S)
         try:
             owned.lease.release()
