@@ -64,27 +64,21 @@ class Scripts:
         if getattr(self, "commit", None) is not None:
             self.commit.sha = self.client.script_load(self.commit.script)
 
-    def run_pipeline(self, build) -> list:
+    def run_pipeline(self, build, *, raise_on_error: bool = True) -> list:
         """``build(pipe)`` queues commands (scripts through :meth:`queue`); execute them,
-        loading the scripts and building again once if Redis had lost them."""
+        loading the scripts and building again once if Redis had lost them. Without
+        ``raise_on_error`` an error of one command is its reply (an exception object);
+        connection errors raise either way."""
         for attempt in (1, 2):
             pipe = self.client.pipeline(transaction=False)
             build(pipe)
             try:
-                return pipe.execute()
+                replies = pipe.execute(raise_on_error=raise_on_error)
             except redis.exceptions.NoScriptError:
                 if attempt == 2:
                     raise
                 self.load_all()
-        raise AssertionError("unreachable")
-
-    def run_pipeline_each(self, build) -> list:
-        """Like ``run_pipeline``, but an error of one command is its reply (an exception
-        object), not raised; connection errors still raise."""
-        for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            build(pipe)
-            replies = pipe.execute(raise_on_error=False)
+                continue
             if attempt == 1 and any(isinstance(r, redis.exceptions.NoScriptError)
                                     for r in replies):
                 self.load_all()

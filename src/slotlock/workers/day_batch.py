@@ -108,13 +108,13 @@ class DayBatches:
                     self.index.queue_note_commit(pipe, d.part, int(time.time() * 1000),
                                                  bool(d.batch.events))
 
-        replies = self.store.scripts.run_pipeline_each(build)
-        wake_reply = replies[len(decided)]
-        if not isinstance(wake_reply, Exception):
-            self.wakeups.took(wake_reply)
+        replies = self.store.scripts.run_pipeline(build, raise_on_error=False)
         applied = 0
         for d, result in zip(decided, replies):
             applied += self._committed(d, result, on_error)
+        wake_reply = replies[len(decided)]  # after the commits are taken in: it may acquire
+        if not isinstance(wake_reply, Exception):
+            self.wakeups.took(wake_reply)
         if len(decided) > 1:
             self.stats["multi_day_commits"] += 1
         return applied
