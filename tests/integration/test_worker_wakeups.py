@@ -165,3 +165,43 @@ def test_days_commit_together_and_a_failing_day_leaves_the_others_be(settings, c
     assert worker.stats["day_errors"] == 1
     assert not real_redis.hget(bad.done, ids[0])  # no outcome: nothing of that day written
     assert client.status(ids[0])["status"] == "pending"
+
+
+def test_a_day_read_again_from_its_state_decides_under_the_rules_of_its_commands(
+        settings, client):
+    """A held day whose cached state was lost (a cursor refusal, a Redis error) is read
+    again: its state first, then, its cursor being past the start, its commands. A rules
+    change and a command that arrive between the two reads: the command must be decided
+    under the new rules (found by review: the second read took no calendar)."""
+    from slotlock.workers.lease_worker import LeaseWorker
+
+    catalog = Catalog(client.redis)
+    first = client.book("ann", "main", at(8), at(9), "first", wait_ms=0).command_id
+    worker = LeaseWorker(settings)
+    part = f"main:{DAY.isoformat()}"
+    assert worker.leases.try_acquire(part)
+    owned = worker.owned[part]
+    assert worker.batches.process(part, owned) == 1
+    assert client.wait(first, 1000)["status"] == "accepted"
+    owned.day, owned.prefetched, owned.dirty = None, None, True  # the cached state is lost
+
+    load, calls = worker.batches._load, []
+    changed = {}
+
+    def load_then_change(*args):
+        entries = load(*args)
+        if not calls:  # between the state read and the commands read
+            calendar = catalog.get("main")
+            changed["calendar"], _ = catalog.put(calendar.with_changes(
+                rules=replace(calendar.rules, max_length_minutes=30)))
+            changed["id"] = client.book("bob", "main", at(10), at(11), "an hour",
+                                        wait_ms=0).command_id
+        calls.append(1)
+        return entries
+
+    worker.batches._load = load_then_change
+    assert worker.batches.process(part, owned) == 1
+    outcome = client.wait(changed["id"], 1000)
+    assert outcome["rules_revision"] == changed["calendar"].revision, outcome
+    assert outcome["status"] == "rejected", outcome
+    worker.leases.release_all()

@@ -190,9 +190,9 @@ class DayBatches:
         entries = self._load(part, owned, replies[0], replies[1],
                              replies[2] if fresh else None, replies[-1])
         if fresh and entries is not None and owned.cursor != START:
-            pipe = self.client.pipeline(transaction=False)
-            self.store.queue_read_commands(pipe, keys, owned.cursor, self.settings.batch_size)
-            entries = pipe.execute()[0]
+            # the commands after the cursor now known: read them with the calendar again,
+            # so that a rules change between the two reads is seen before they are decided
+            return self._read(part, owned)
         return entries
 
     # -- the first read of a day, in the round trip that acquires it (LeaseBook) ----------

@@ -9,9 +9,11 @@ under the calendar it read, unless a change of the calendar came since: every ru
 revision writes an entry to the calendar's change stream in the transaction that writes the
 calendar (``Catalog.put``), the same ``XREAD`` watches it from the last change seen, and a
 change marks the held days of that calendar stale, so their next batch reads the calendar
-again. A command queued after a change is therefore never decided under the rules before
+again. A command queued after a change is therefore not decided under the rules before
 it: the change entry is older than the command, and the read that returns the command also
-returns it, or an earlier read did.
+returns it, or an earlier read did (a read pipeline reads the change, the calendar, then
+the commands, in that order). Not covered: a change that lands between a batch's decision
+and its commit (README, Known limits).
 
 A read watches the held days that worked last (at most ``WATCH_MAX``, each within
 ``WATCH_S`` of its last commit): a worker may hold thousands of days for a while after one
