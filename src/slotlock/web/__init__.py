@@ -19,6 +19,7 @@ from ..days.keys import DEV_SECRET_KEY, RATE_LIMIT_PREFIX
 from ..redis_conn import check_eviction_policy, connect
 from . import api, errors, health, ui
 from .auth import client_address_key
+from .fastlane import FastLane
 from .services import Services
 
 log = logging.getLogger("slotlock.web")
@@ -31,11 +32,6 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     if settings.secret_key_generated and settings.env == "development":
         settings = settings.model_copy(update={"secret_key": _shared_dev_secret(settings)})
     app = Flask(__name__)
-    if settings.trusted_proxies:
-        # Only the last N hops of X-Forwarded-For/-Proto/-Host/-Port are believed: what a
-        # client puts in front of them is ignored (see README, Security: behind a proxy).
-        n = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
@@ -50,6 +46,14 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     ui.init_app(app, settings, exempt=(api.bp, health.bp))
+    # Bookings by a token this process knows skip Flask's request cycle (web/fastlane.py).
+    app.wsgi_app = FastLane(app, app.wsgi_app)
+    if settings.trusted_proxies:
+        # Only the last N hops of X-Forwarded-For/-Proto/-Host/-Port are believed: what a
+        # client puts in front of them is ignored (see README, Security: behind a proxy).
+        # Outermost, so that the fast lane sees the same client address and scheme as Flask.
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
     return app
 
 

@@ -5,22 +5,22 @@ The views never touch Redis keys; they talk to ``slotlock.client.Client``.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import date
 from typing import Any, TypeVar
 
 import redis
-from flask import Blueprint, current_app, jsonify, request, url_for
+from flask import Blueprint, current_app, jsonify, request
 from pydantic import BaseModel
 
-from ..client import Client, Result
+from ..client import Client
 from ..errors import InvalidRequest
 from ..ids import parse_booking_id, parse_command_id
 from ..workers.audit import list_findings
-from . import schemas
+from . import booking, schemas
 from .auth import authenticate, client_address_key, current_user, token_user
-from .errors import ApiError, rejection
+from .booking import Answer, checked_idempotency_key, out
+from .errors import ApiError
 from .openapi import document
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -53,31 +53,19 @@ def client() -> Client:
 
 def reply(model: type[M], data: dict[str, Any], status: int = 200, headers=None, *,
           exclude_none: bool = False):
-    body = model.model_validate(data).model_dump(mode="json", exclude_none=exclude_none)
-    response = jsonify(body)
-    response.status_code = status
-    for name, value in (headers or {}).items():
+    return respond(Answer(status, out(model, data, exclude_none=exclude_none), headers or {}))
+
+
+def respond(answer: Answer):
+    response = jsonify(answer.body)
+    response.status_code = answer.status
+    for name, value in answer.headers.items():
         response.headers[name] = value
     return response
 
 
-def parse_body(model: type[M]) -> M:
-    raw = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH: 413
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from exc
-    return model.model_validate(data)
-
-
 def idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    if not 1 <= len(key) <= 200 or not (key.isascii() and key.isprintable()):
-        raise ApiError(422, "invalid", "Idempotency-Key must be 1-200 printable ASCII characters",
-                       {"field": "Idempotency-Key"})
-    return key
+    return checked_idempotency_key(request.headers.get("Idempotency-Key"))
 
 
 def path_date(value: str) -> date:
@@ -95,21 +83,6 @@ def path_booking_id(booking_id: str) -> str:
     except InvalidRequest as exc:
         raise ApiError(404, "not_found", str(exc), {"booking_id": booking_id}) from exc
     return booking_id
-
-
-def pending(command_id: str):
-    url = url_for("api.command_status", command_id=command_id)
-    return reply(schemas.Pending, {"command_id": command_id, "status_url": url}, 202,
-                 {"Location": url})
-
-
-def decided(result: Result) -> dict[str, Any] | None:
-    """The accepted outcome, None while pending; a rejection becomes its ApiError."""
-    if result.outcome is None:
-        return None
-    if result.outcome["status"] == "rejected":
-        raise rejection(result.outcome["error"])
-    return result.outcome
 
 
 # -- calendars and days --------------------------------------------------------------------
@@ -131,16 +104,11 @@ def day_view(calendar_id: str, day: str):
 
 @bp.post("/calendars/<calendar_id>/bookings")
 def book(calendar_id: str):
-    body = parse_body(schemas.BookingRequest)
-    user = current_user()
-    result = client().book(user.name, calendar_id, body.start, body.end, body.title,
-                           admin=user.admin, idempotency_key=idempotency_key())
-    outcome = decided(result)
-    if outcome is None:
-        return pending(result.command_id)
-    booking = outcome["booking"]
-    location = url_for("api.get_booking", calendar_id=booking["calendar"], booking_id=booking["id"])
-    return reply(schemas.Booking, booking, 201, {"Location": location})
+    # The fast lane (web/fastlane.py) answers most of these before Flask sees them, with
+    # the same function: this view serves the requests it hands on.
+    raw = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH: 413
+    return respond(booking.book(client(), current_user(), calendar_id, raw,
+                                request.headers.get("Idempotency-Key"), request.script_root))
 
 
 @bp.get("/calendars/<calendar_id>/bookings/<booking_id>")
@@ -157,9 +125,9 @@ def cancel(calendar_id: str, booking_id: str):
     user = current_user()
     result = client().cancel(user.name, calendar_id, path_booking_id(booking_id),
                              admin=user.admin, idempotency_key=idempotency_key())
-    outcome = decided(result)
+    outcome = booking.decided(result)
     if outcome is None:
-        return pending(result.command_id)
+        return respond(booking.pending(result.command_id, request.script_root))
     return reply(schemas.Cancelled, {"booking": outcome["booking"], "status": "cancelled"})
 
 

@@ -54,11 +54,14 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return Error.model_validate({"error": {"code": code, "message": message,
+                                           "details": details or {}}}).model_dump(mode="json")
+
+
 def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None,
                    headers: dict[str, str] | None = None):
-    body = Error.model_validate({"error": {"code": code, "message": message,
-                                           "details": details or {}}})
-    response = jsonify(body.model_dump(mode="json"))
+    response = jsonify(error_body(code, message, details))
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -78,43 +81,50 @@ def validation_details(exc: ValidationError) -> dict[str, Any]:
     ]}
 
 
+# What a request's own handling may raise that the API answers as an error of its own;
+# anything else is a 500. The fast lane (web/fastlane.py) catches the same tuple.
+KNOWN: tuple[type[BaseException], ...] = (
+    ApiError, ValidationError, InvalidRequest, UnknownCalendar, IdempotencyMismatch,
+    Backpressure, redis.RedisError,
+)
+
+
+def as_api_error(exc: BaseException, where: str) -> ApiError:
+    """The ApiError that answers ``exc`` (one of ``KNOWN``); ``where`` (method and path)
+    only goes to the log, for Redis errors."""
+    if isinstance(exc, ApiError):
+        error = exc
+    elif isinstance(exc, ValidationError):
+        error = ApiError(422, "invalid", "the request body does not match its schema",
+                         validation_details(exc))
+    elif isinstance(exc, InvalidRequest):
+        error = ApiError(422, "invalid", str(exc), {"field": exc.field} if exc.field else {})
+    elif isinstance(exc, UnknownCalendar):
+        error = ApiError(404, "not_found", str(exc), {"calendar": exc.calendar_id})
+    elif isinstance(exc, IdempotencyMismatch):
+        error = ApiError(422, "idempotency_mismatch", str(exc), {"command_id": exc.command_id})
+    elif isinstance(exc, Backpressure):
+        error = ApiError(503, "backlog_full", "too many commands are waiting for this day; "
+                         "retry shortly", {"pending": exc.pending}, {"Retry-After": "1"})
+    elif isinstance(exc, redis.RedisError):
+        log.warning("redis error on %s: %s: %s", where, type(exc).__name__, exc)
+        error = ApiError(503, "unavailable", "the data store is unreachable; retry shortly",
+                         headers={"Retry-After": "1"})
+    else:
+        raise TypeError(f"not an error the API answers: {exc!r}") from exc
+    if error.status == 401:
+        error.headers = {**error.headers, "WWW-Authenticate": 'Bearer realm="slotlock"'}
+    return error
+
+
 def register(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError):
-        headers = dict(exc.headers)
-        if exc.status == 401:
-            headers["WWW-Authenticate"] = 'Bearer realm="slotlock"'
-        return error_response(exc.status, exc.code, exc.message, exc.details, headers)
+    def _known(exc: BaseException):
+        error = as_api_error(exc, f"{request.method} {request.path}")
+        return error_response(error.status, error.code, error.message, error.details,
+                              error.headers)
 
-    @app.errorhandler(ValidationError)
-    def _invalid_body(exc: ValidationError):
-        return error_response(422, "invalid", "the request body does not match its schema",
-                              validation_details(exc))
-
-    @app.errorhandler(InvalidRequest)
-    def _invalid(exc: InvalidRequest):
-        return error_response(422, "invalid", str(exc), {"field": exc.field} if exc.field else {})
-
-    @app.errorhandler(UnknownCalendar)
-    def _unknown_calendar(exc: UnknownCalendar):
-        return error_response(404, "not_found", str(exc), {"calendar": exc.calendar_id})
-
-    @app.errorhandler(IdempotencyMismatch)
-    def _mismatch(exc: IdempotencyMismatch):
-        return error_response(422, "idempotency_mismatch", str(exc),
-                              {"command_id": exc.command_id})
-
-    @app.errorhandler(Backpressure)
-    def _backpressure(exc: Backpressure):
-        return error_response(503, "backlog_full", "too many commands are waiting for this day; "
-                              "retry shortly", {"pending": exc.pending}, {"Retry-After": "1"})
-
-    @app.errorhandler(redis.RedisError)
-    def _redis_down(exc: redis.RedisError):
-        log.warning("redis error on %s %s: %s: %s", request.method, request.path,
-                    type(exc).__name__, exc)
-        return error_response(503, "unavailable", "the data store is unreachable; retry shortly",
-                              headers={"Retry-After": "1"})
+    for kind in KNOWN:
+        app.register_error_handler(kind, _known)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):

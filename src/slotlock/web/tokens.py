@@ -56,6 +56,10 @@ class TokenGate:
         keys, args = _counters(f"anon:{address_key}", self.anonymous_limits)
         return int(self.scripts.rate_count(keys=keys, args=args)) if keys else 0
 
+    def knows(self, token: str) -> bool:
+        """Whether this process verified ``token``'s secret before (and has not forgotten it)."""
+        return self._remembered(token) is not None
+
     def check(self, token: str) -> Checked:
         """The token's user (None: unknown, revoked, expired, owner gone) and, for a
         verified token, whether this request is over the token's rate limit."""
