@@ -19,7 +19,7 @@ from ..ids import parse_booking_id, parse_command_id
 from ..workers.audit import list_findings
 from . import booking, schemas
 from .auth import authenticate, client_address_key, current_user, token_user
-from .booking import Answer, checked_idempotency_key, out
+from .booking import Answer, checked_idempotency_key, out, whole_body
 from .errors import ApiError
 from .openapi import document
 
@@ -106,7 +106,7 @@ def day_view(calendar_id: str, day: str):
 def book(calendar_id: str):
     # The fast lane (web/fastlane.py) answers most of these before Flask sees them, with
     # the same function: this view serves the requests it hands on.
-    raw = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH: 413
+    raw = whole_body(request.get_data(cache=True), request.content_length)  # over the limit: 413
     return respond(booking.book(client(), current_user(), calendar_id, raw,
                                 request.headers.get("Idempotency-Key"), request.script_root))
 

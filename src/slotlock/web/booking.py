@@ -38,6 +38,15 @@ def parse_json(raw: bytes) -> Any:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from exc
 
 
+def whole_body(raw: bytes, length: int | None) -> bytes:
+    """``raw`` if it holds the whole body its ``Content-Length`` announced, else 400 (a
+    client that stopped sending: neither path books on a body cut short)."""
+    if length is not None and len(raw) < length:
+        raise ApiError(400, "bad_request", f"the body ended after {len(raw)} of the "
+                       f"{length} bytes its Content-Length announced")
+    return raw
+
+
 def checked_idempotency_key(key: str | None) -> str | None:
     """The ``Idempotency-Key`` header's value, or None without one; 422 if it is not 1-200
     printable ASCII characters."""

@@ -28,21 +28,20 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import orjson
 import redis
 from flask import Flask
-from werkzeug.exceptions import ClientDisconnected
 from werkzeug.http import HTTP_STATUS_CODES
 
 from .auth import parse_bearer
-from .booking import Answer, book
+from .booking import Answer, book, whole_body
 from .errors import KNOWN, ApiError, as_api_error, error_body
 from .ui.security import HEADERS
 
 log = logging.getLogger("slotlock.web")
 
-PATH = re.compile(r"^/api/v1/calendars/([a-z0-9][a-z0-9_-]{0,63})/bookings$")
-ROOT = re.compile(r"^[A-Za-z0-9/_.-]*$")
+# matched whole (fullmatch: "$" would also match before a final newline, "...bookings%0A")
+PATH = re.compile(r"/api/v1/calendars/([a-z0-9][a-z0-9_-]{0,63})/bookings")
+ROOT = re.compile(r"[A-Za-z0-9/_.-]*")
 STATUS = {code: f"{code} {reason.upper()}" for code, reason in HTTP_STATUS_CODES.items()}
 HSTS = ("Strict-Transport-Security", "max-age=31536000")
 
@@ -61,30 +60,41 @@ class FastLane:
         calendar_id, token, length = taken
         path = environ.get("PATH_INFO", "")
         try:
-            answer = self._book(environ, calendar_id, token, length)
-        except KNOWN as exc:
-            error = as_api_error(exc, f"POST {path}")
-            answer = Answer(error.status, error_body(error.code, error.message, error.details),
-                            error.headers)
+            try:
+                answer = self._book(environ, calendar_id, token, length)
+            except KNOWN as exc:
+                error = as_api_error(exc, f"POST {path}")
+                answer = Answer(error.status,
+                                error_body(error.code, error.message, error.details),
+                                error.headers)
+            status, headers, body = self._encoded(environ, answer)
         except Exception:
             log.exception("unexpected error on POST %s", path)
-            answer = Answer(500, error_body("internal", "an unexpected error happened"))
-        return self._write(environ, start_response, answer)
+            status, headers, body = self._encoded(environ, Answer(
+                500, error_body("internal", "an unexpected error happened")))
+        start_response(status, headers)
+        return [body]
 
     def _taken(self, environ: dict[str, Any]) -> tuple[str, str, int] | None:
         """(calendar id, token, body length) if the lane answers this request, else None."""
         if environ.get("REQUEST_METHOD") != "POST":
             return None
-        match = PATH.match(environ.get("PATH_INFO", ""))
-        if match is None or not ROOT.match(environ.get("SCRIPT_NAME", "")):
+        match = PATH.fullmatch(environ.get("PATH_INFO", ""))
+        if match is None or not ROOT.fullmatch(environ.get("SCRIPT_NAME", "")):
             return None
+        if environ.get("wsgi.url_scheme") not in ("http", "https"):
+            return None  # e.g. "wss" from a proxy: Flask's 400
         token = parse_bearer(environ.get("HTTP_AUTHORIZATION", ""))
         if token is None or "HTTP_TRANSFER_ENCODING" in environ:
             return None
+        if f"{self.app.config['SESSION_COOKIE_NAME']}=" in environ.get("HTTP_COOKIE", ""):
+            return None  # Flask refreshes a signed-in session's cookie (and says Vary: Cookie)
         length = environ.get("CONTENT_LENGTH", "")
+        if not (length.isascii() and length.isdigit() and len(length) <= 12):
+            return None
         limit = self.app.config.get("MAX_CONTENT_LENGTH")
-        if not length.isdigit() or (limit is not None and int(length) > limit):
-            return None  # Flask answers: 411-less reads, 413 over the limit
+        if limit is not None and int(length) > limit:
+            return None  # Flask's 413
         if not self.app.extensions["slotlock"].tokens.knows(token):
             return None
         return match.group(1), token, int(length)
@@ -100,23 +110,27 @@ class FastLane:
             raise ApiError(429, "rate_limited", "too many requests with this token: "
                            f"{services.settings.rate_limit}",
                            headers={"Retry-After": str(checked.retry_after_s)})
-        raw = environ["wsgi.input"].read(length) if length else b""
-        if len(raw) < length:
-            raise ApiError(400, "bad_request", ClientDisconnected.description)
+        raw = whole_body(environ["wsgi.input"].read(length) if length else b"", length)
         return book(services.client, checked.user, calendar_id, raw,
                     environ.get("HTTP_IDEMPOTENCY_KEY"),
                     environ.get("SCRIPT_NAME", "").rstrip("/"))
 
-    @staticmethod
-    def _write(environ: dict[str, Any], start_response, answer: Answer) -> Iterable[bytes]:
-        body = orjson.dumps(answer.body) + b"\n"
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    def _encoded(self, environ: dict[str, Any], answer: Answer
+                 ) -> tuple[str, list[tuple[str, str]], bytes]:
+        """Status line, headers and body, byte for byte as Flask's ``jsonify`` and the
+        security hook (``ui.security``) write them."""
+        provider = self.app.json
+        if (provider.compact is None and self.app.debug) or provider.compact is False:
+            text = provider.dumps(answer.body, indent=2)
+        else:
+            text = provider.dumps(answer.body, separators=(",", ":"))
+        body = f"{text}\n".encode()
+        headers = [("Content-Type", provider.mimetype), ("Content-Length", str(len(body)))]
         headers.extend(answer.headers.items())
         headers.extend(HEADERS.items())
         if environ.get("wsgi.url_scheme") == "https":
             headers.append(HSTS)
-        start_response(STATUS[answer.status], headers)
-        return [body]
+        return STATUS.get(answer.status, f"{answer.status} UNKNOWN"), headers, body
 
 
 def _count_anonymous(tokens, environ: dict[str, Any]) -> None:
