@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     default_timezone: str = Field("UTC", validation_alias="SLOTLOCK_DEFAULT_TIMEZONE")
     batch_size: int = Field(256, validation_alias="SLOTLOCK_BATCH_SIZE", ge=1, le=5000)
     backlog_limit: int = Field(10_000, validation_alias="SLOTLOCK_BACKLOG_LIMIT", ge=0)
-    idle_release_ms: int = Field(3000, validation_alias="SLOTLOCK_IDLE_RELEASE_MS", ge=0)
+    idle_release_ms: int = Field(1000, validation_alias="SLOTLOCK_IDLE_RELEASE_MS", ge=0)
     reply_ttl_ms: int = Field(120_000, validation_alias="SLOTLOCK_REPLY_TTL_MS", ge=1000)
     idempotency_ttl_s: int = Field(86_400, validation_alias="SLOTLOCK_IDEMPOTENCY_TTL_S", ge=60)
     redis_timeout_ms: int = Field(2000, validation_alias="SLOTLOCK_REDIS_TIMEOUT_MS", ge=100)
