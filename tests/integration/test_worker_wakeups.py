@@ -205,3 +205,37 @@ def test_a_day_read_again_from_its_state_decides_under_the_rules_of_its_commands
     assert outcome["rules_revision"] == changed["calendar"].revision, outcome
     assert outcome["status"] == "rejected", outcome
     worker.leases.release_all()
+
+
+def test_free_days_are_taken_in_one_round_trip_and_a_held_one_is_left_alone(
+        settings, client, real_redis):
+    """Five days with a queued command, one of them held by another worker: one round trip
+    takes the four free ones with their calendar, state and command; the held one is
+    tried again once its lease would lapse."""
+    from slotlock.days.keys import DayKeys
+    from slotlock.workers.lease_worker import LeaseWorker
+
+    days = [date(2030, 12, d) for d in (20, 21, 22, 23, 24)]
+    ids = [client.book("ann", "main", datetime(d.year, d.month, d.day, 9),
+                       datetime(d.year, d.month, d.day, 10), "x", wait_ms=0).command_id
+           for d in days]
+    held = DayKeys.of("main", days[0])
+    real_redis.set(held.lease, "7:other:abc", px=60_000)
+    worker = LeaseWorker(settings)
+    pipelines = []
+    run_pipeline = worker.scripts.run_pipeline
+
+    def counted(build, **kwargs):
+        pipelines.append(build)
+        return run_pipeline(build, **kwargs)
+
+    worker.scripts.run_pipeline = counted
+    worker.sweep(time.monotonic())
+    assert len(pipelines) == 1
+    assert sorted(worker.owned) == sorted(DayKeys.of("main", d).part for d in days[1:])
+    assert worker.retry_at[held.part] > time.monotonic() + 50  # after the other's lease
+    assert all(o.prefetched and len(o.prefetched[1]) == 1 for o in worker.owned.values())
+    assert worker.process_days()
+    assert [client.wait(cid, 1000)["status"] for cid in ids[1:]] == ["accepted"] * 4
+    assert client.status(ids[0])["status"] == "pending"
+    worker.shutdown()

@@ -276,6 +276,7 @@ class LeaseWorker:
     def sweep(self, now: float) -> None:
         """Look at the index of days with work: take orphans, notice missed wake-ups (the
         wake-up stream is capped). Held days that a read watches need no look."""
+        orphans = []
         for part, score in self.index.active():
             owned = self.owned.get(part)
             if owned is not None:
@@ -285,7 +286,9 @@ class LeaseWorker:
                 self.seen_scores[part] = score
                 continue
             if self.retry_at.get(part, 0.0) <= now and not self._stop:
-                self.leases.try_acquire(part, now)
+                orphans.append(part)
+        if orphans:
+            self.leases.try_acquire_many(orphans, now)  # one round trip for all of them
 
     def heartbeat(self, alive: bool = True) -> None:
         status = {

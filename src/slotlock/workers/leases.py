@@ -22,6 +22,8 @@ from .applier import JsonMemo
 
 log = logging.getLogger("slotlock.worker")
 
+ACQUIRE_CHUNK = 64  # free days asked for in one round trip (each brings up to a batch)
+
 
 @dataclass
 class OwnedDay:
@@ -82,39 +84,75 @@ class LeaseBook:
         self.recent: OrderedDict[str, OwnedDay] = OrderedDict()
 
     def try_acquire(self, part: str, now: float | None = None) -> bool:
-        """Take the day's lease if it is free. With a ``reader`` (the worker's batches),
-        the day's calendar, state and commands are read in the same round trip."""
+        """Take the day's lease if it is free (see ``try_acquire_many``)."""
+        if part in self.owned:
+            return False
+        return self.try_acquire_many([part], now) == 1
+
+    def try_acquire_many(self, parts: list[str], now: float | None = None) -> int:
+        """Take the leases of those days that are free, in one round trip for up to
+        ``ACQUIRE_CHUNK`` days; with a ``reader`` (the worker's batches) each day's calendar,
+        state and commands are read in the same round trip. Days already held are skipped.
+        Returns how many were taken."""
         now = time.monotonic() if now is None else now
-        keys = DayKeys(part)
-        lease = DayLease(self.client, self.scripts, keys, self.holder, self.ttl_ms)
+        parts = [part for part in dict.fromkeys(parts) if part not in self.owned]
+        if not parts:
+            return 0
         reader = self.reader
         if reader is None:
-            granted, replies = lease.acquire(), None
-        else:
-            started = 0.0
+            taken = 0
+            for part in parts:
+                lease = DayLease(self.client, self.scripts, DayKeys(part), self.holder,
+                                 self.ttl_ms)
+                taken += self._took(part, lease, lease.acquire(), None, now)
+            return taken
+        taken = 0
+        for at in range(0, len(parts), ACQUIRE_CHUNK):  # a bounded reply per round trip
+            taken += self._acquire_chunk(parts[at:at + ACQUIRE_CHUNK], reader, now)
+        return taken
 
-            def build(pipe) -> None:
-                nonlocal started
+    def _acquire_chunk(self, parts: list[str], reader, now: float) -> int:
+        leases = {part: DayLease(self.client, self.scripts, DayKeys(part), self.holder,
+                                 self.ttl_ms) for part in parts}
+        spans: list[tuple[str, int, int, float]] = []
+
+        def build(pipe) -> None:
+            spans.clear()
+            for part, lease in leases.items():
+                first = len(pipe)
                 reader.queue_calendar(pipe, part)
                 started = lease.queue_acquire(pipe, reader.first_read_count, STATE_FIELDS)
+                spans.append((part, first, len(pipe), started))
 
-            replies = self.scripts.run_pipeline(build)
-            granted = lease.acquired(replies[-1], started)
+        replies = self.scripts.run_pipeline(build)
+        taken = 0
+        for part, first, end, started in spans:
+            day_replies = replies[first:end]
+            granted = leases[part].acquired(day_replies[-1], started)
+            taken += self._took(part, leases[part], granted, day_replies, now)
+        return taken
+
+    def _took(self, part: str, lease: DayLease, granted: bool, replies: list | None,
+              now: float) -> bool:
         if not granted:
             # try again just after the holder's lease would lapse
             self.retry_at[part] = now + (lease.retry_in_ms + 5) / 1000
             return False
         self.retry_at.pop(part, None)
         self.stats["acquired"] += 1
-        owned = OwnedDay(keys, lease, renew_at=now + self.renew_s, last_work=now,
+        owned = OwnedDay(lease.keys, lease, renew_at=now + self.renew_s, last_work=now,
                          calendar_id=split_partition(part)[0], dirty_set=self.dirty_parts)
         self._next_renewal = min(self._next_renewal, owned.renew_at)
         self.owned[part] = owned
         self.recent[part] = owned
         log.info("acquired %s with token %d", part, lease.token)
-        if reader is not None:
+        if replies is not None:
             state_raw, entries = DayLease.granted_read(replies[-1])
-            reader.took_first_read(part, owned, replies[:-1], state_raw, entries)
+            try:
+                self.reader.took_first_read(part, owned, replies[:-1], state_raw, entries)
+            except Exception:  # noqa: BLE001 - one day's bad read must not orphan the others
+                log.exception("could not take the first read of %s; it is read again", part)
+                owned.day, owned.prefetched, owned.dirty = None, None, True
         return True
 
     def renew_due(self, now: float) -> None:

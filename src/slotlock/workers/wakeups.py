@@ -149,6 +149,7 @@ class Wakeups:
                 owned.calendar_stale = True
 
     def _wakeups(self, entries, now: float) -> None:
+        free: list[str] = []  # days nobody held when their wake-up was written
         for entry_id, fields in entries:
             self.wake_id = entry_id  # carry the last id seen, never "$"
             part = fields.get("p")
@@ -166,7 +167,9 @@ class Wakeups:
             if not self.stopping() and (fields.get("r")
                                         or self.leases.retry_at.get(part, 0.0) <= now):
                 # a released lease is free now: don't wait for its old expiry
-                self.leases.try_acquire(part, now)
+                free.append(part)
+        if free:
+            self.leases.try_acquire_many(free, now)  # one round trip for all of them
 
 
 def _order(stream_id: str) -> tuple[int, int]:
