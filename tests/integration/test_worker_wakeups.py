@@ -207,11 +207,12 @@ def test_a_day_read_again_from_its_state_decides_under_the_rules_of_its_commands
     worker.leases.release_all()
 
 
-def test_free_days_are_taken_in_one_round_trip_and_a_held_one_is_left_alone(
+def test_free_days_are_taken_with_their_reads_and_a_held_one_is_left_alone(
         settings, client, real_redis):
     """Five days with a queued command, one of them held by another worker: one round trip
-    takes the four free ones with their calendar, state and command; the held one is
-    tried again once its lease would lapse."""
+    per day (``ACQUIRE_CHUNK``) takes each free one with its calendar, state and command;
+    the held one is tried again once its lease would lapse."""
+    from slotlock.workers.leases import ACQUIRE_CHUNK
     from slotlock.days.keys import DayKeys
     from slotlock.workers.lease_worker import LeaseWorker
 
@@ -231,7 +232,7 @@ def test_free_days_are_taken_in_one_round_trip_and_a_held_one_is_left_alone(
 
     worker.scripts.run_pipeline = counted
     worker.sweep(time.monotonic())
-    assert len(pipelines) == 1
+    assert len(pipelines) == -(-5 // ACQUIRE_CHUNK)
     assert sorted(worker.owned) == sorted(DayKeys.of("main", d).part for d in days[1:])
     assert worker.retry_at[held.part] > time.monotonic() + 50  # after the other's lease
     assert all(o.prefetched and len(o.prefetched[1]) == 1 for o in worker.owned.values())
