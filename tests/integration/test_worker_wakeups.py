@@ -2,6 +2,7 @@
 new commands come back with the read that waits for them, no command is missed, and a
 rules change reaches a held day within the documented bound."""
 
+import json
 import time
 from dataclasses import replace
 from datetime import date, datetime, timedelta
@@ -10,6 +11,7 @@ import pytest
 
 from slotlock.catalog import Catalog
 from slotlock.client import Client
+from slotlock.days.keys import calendar_changes_key, calendar_key, calendar_revisions_key
 from tests.conftest import make_settings, open_default
 from tests.procs import WorkerThread
 
@@ -239,4 +241,135 @@ def test_free_days_are_taken_with_their_reads_and_a_held_one_is_left_alone(
     assert worker.process_days()
     assert [client.wait(cid, 1000)["status"] for cid in ids[1:]] == ["accepted"] * 4
     assert client.status(ids[0])["status"] == "pending"
+    worker.shutdown()
+
+
+def _queue_days(client, days):
+    return [client.book("ann", "main", datetime(d.year, d.month, d.day, 9),
+                        datetime(d.year, d.month, d.day, 10), "x", wait_ms=0).command_id
+            for d in days]
+
+
+def test_one_days_failing_acquisition_leaves_the_others_taken(settings, client, real_redis):
+    """A day whose acquisition script fails (here: its lease key holds the wrong type) is
+    tried again later; the other days of the same round trip are taken with their reads."""
+    from slotlock.days.keys import DayKeys
+    from slotlock.workers.lease_worker import LeaseWorker
+
+    days = [date(2030, 12, d) for d in (20, 21, 22)]
+    ids = _queue_days(client, days)
+    broken = DayKeys.of("main", days[0])
+    real_redis.rpush(broken.lease, "not a lease")
+    worker = LeaseWorker(settings)
+    worker.sweep(time.monotonic())
+    assert sorted(worker.owned) == sorted(DayKeys.of("main", d).part for d in days[1:])
+    assert worker.retry_at[broken.part] > time.monotonic()
+    assert worker.stats["acquire_errors"] == 1
+    assert worker.process_days()
+    assert [client.wait(cid, 1000)["status"] for cid in ids[1:]] == ["accepted"] * 2
+    worker.shutdown()
+
+
+def test_a_rules_change_across_an_acquisition_makes_the_day_read_again(settings, client,
+                                                                        real_redis):
+    """The calendar's change stream moved between the calendar read and the acquisition's
+    read of the commands (other clients' commands may run between those of a pipeline):
+    the first read is dropped and the command is decided under the new rules."""
+    from slotlock.workers.lease_worker import LeaseWorker
+
+    worker = LeaseWorker(settings)
+    catalog = Catalog(real_redis)
+    cid = client.book("ann", "main", at(10), at(11), "an hour", wait_ms=0).command_id
+    queue_first_read = worker.batches.queue_first_read
+    changed = {}
+
+    def change_between(pipe, part, *, before):
+        queue_first_read(pipe, part, before=before)
+        if before and not changed:
+            # what another client's Catalog.put could run between the calendar's read and
+            # the acquisition (queued here so that it runs exactly there)
+            calendar = catalog.find("main")
+            new = calendar.with_changes(rules=replace(calendar.rules, max_length_minutes=30),
+                                        revision=calendar.revision + 1)
+            data = json.dumps(new.to_dict(), sort_keys=True)
+            pipe.set(calendar_key("main"), data)
+            pipe.hset(calendar_revisions_key("main"), str(new.revision), data)
+            pipe.xadd(calendar_changes_key("main"), {"r": new.revision})
+            changed["calendar"] = new
+
+    worker.batches.queue_first_read = change_between
+    worker.sweep(time.monotonic())
+    (owned,) = worker.owned.values()
+    assert owned.prefetched is None and owned.day is None and owned.dirty
+    assert worker.stats["calendar_rereads"] == 1
+    assert worker.process_days()
+    outcome = client.wait(cid, 1000)
+    assert outcome["status"] == "rejected", outcome
+    assert outcome["rules_revision"] == changed["calendar"].revision
+    worker.shutdown()
+
+
+def test_a_drained_day_leaves_the_index_and_comes_back_with_its_next_command(
+        settings, client, real_redis):
+    """After the commit that decides every command queued when its score was read, a held
+    day leaves the index of days with work (the sweep then reads only days with work); a
+    command that comes between the read and the commit keeps it there, and one after puts
+    it back: nothing is missed either way."""
+    from slotlock.days.keys import ACTIVE, DayKeys
+    from slotlock.workers.lease_worker import LeaseWorker
+
+    part = DayKeys.of("main", DAY).part
+    worker = LeaseWorker(settings)
+    first = client.book("ann", "main", at(8), at(9), "x", wait_ms=0).command_id
+    worker.sweep(time.monotonic())
+    assert worker.process_days()
+    assert client.wait(first, 1000)["status"] == "accepted"
+    assert worker.batches.unindex == {part: 1.0}
+    worker.batches.flush_unindex()
+    assert real_redis.zscore(ACTIVE, part) is None
+
+    # a command between the read and the commit: the score moved, the day stays indexed
+    second = client.book("ann", "main", at(9), at(10), "x", wait_ms=0).command_id
+    worker.sweep(time.monotonic())  # the day is held and back in the index: dirty
+    owned = worker.owned[part]
+    assert owned.dirty
+    decide = worker.batches.decide
+    late = {}
+
+    def decide_then_submit(p, o):
+        decided = decide(p, o)
+        late["id"] = client.book("ann", "main", at(10), at(11), "x", wait_ms=0).command_id
+        return decided
+
+    worker.batches.decide = decide_then_submit
+    assert worker.process_days()
+    worker.batches.decide = decide
+    worker.batches.flush_unindex()
+    assert real_redis.zscore(ACTIVE, part) is not None
+    assert client.status(late["id"])["status"] == "pending"
+    worker.sweep(time.monotonic())
+    assert worker.process_days()
+    assert [client.wait(c, 1000)["status"] for c in (second, late["id"])] == ["accepted"] * 2
+    worker.shutdown()
+
+
+def test_a_signal_cuts_only_the_blocking_wait_short(settings, client, monkeypatch):
+    """SIGTERM raises into the worker only while it blocks on its read: the acquisitions
+    that read's reply causes are never cut in the middle (a grant would be lost)."""
+    from slotlock.workers.lease_worker import LeaseWorker
+
+    worker = LeaseWorker(settings)
+    worker.wakeups.wake_id = "0-0"
+    client.book("ann", "main", at(8), at(9), "x", wait_ms=0)
+    waiting = []
+    try_acquire_many = worker.leases.try_acquire_many
+
+    def record(parts, now=None):
+        waiting.append(worker._waiting)
+        return try_acquire_many(parts, now)
+
+    monkeypatch.setattr(worker.leases, "try_acquire_many", record)
+    worker.wait_for_work()
+    assert waiting == [False]
+    assert len(worker.owned) == 1
     worker.shutdown()

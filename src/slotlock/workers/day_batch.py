@@ -42,12 +42,13 @@ class Decided:
     bookings_json: str
     note: bool  # tell the jobs with this commit
     decided_at: float
+    score: float | None = None  # the day's index score, read before its commands
 
 
 class DayBatches:
     def __init__(self, settings: Settings, client: redis.Redis, store: DayStore,
                  catalog: Catalog, index: WorkIndex, leases: LeaseBook, failpoints: Failpoints,
-                 stats: Counter, wakeups: Wakeups, seen_scores: dict[str, float]):
+                 stats: Counter, wakeups: Wakeups):
         self.settings = settings
         self.client = client
         self.store = store
@@ -57,7 +58,10 @@ class DayBatches:
         self.failpoints = failpoints
         self.stats = stats
         self.wakeups = wakeups
-        self.seen_scores = seen_scores
+        # days drained by a commit that landed: out of the index of days with work, if their
+        # score is still the one read before their commands (``WorkIndex``), with the next
+        # round trip that goes anyway; the sweep then reads only days with work
+        self.unindex: dict[str, float] = {}
 
     def process(self, part: str, owned: OwnedDay) -> int:
         """Decide and commit the next batch of ``part``; the number of commands applied."""
@@ -72,8 +76,10 @@ class DayBatches:
             entries = self._read(part, owned)
             if entries is None:
                 return None
+        score, owned.read_score = owned.read_score, None
         if not entries:
             owned.dirty = False
+            self._drained(part, score)
             return None
         batch = apply_entries(owned.day, owned.cursor, DayStore.commands_of(entries), part,
                               with_events=bool(owned.day.calendar.webhook_url))
@@ -81,7 +87,7 @@ class DayBatches:
         now = time.monotonic()
         note = bool(batch.events) or now - owned.noted_at >= NOTE_EVERY_S
         return Decided(part, owned, len(entries), batch, batch.bookings_json(owned.json_memo),
-                       note, now)
+                       note, now, score)
 
     def commit(self, decided: list[Decided],
                on_error: Callable[[str, OwnedDay, Exception], None] | None = None) -> int:
@@ -107,8 +113,12 @@ class DayBatches:
                 if d.note:
                     self.index.queue_note_commit(pipe, d.part, int(time.time() * 1000),
                                                  bool(d.batch.events))
+            self._queue_unindex(pipe, unindex)
 
+        unindex = list(self.unindex.items())
+        self.unindex.clear()
         replies = self.store.scripts.run_pipeline(build, raise_on_error=False)
+        self._unindexed(unindex, replies[len(replies) - len(unindex):])
         applied = 0
         for d, result in zip(decided, replies):
             applied += self._committed(d, result, on_error)
@@ -149,10 +159,46 @@ class DayBatches:
         owned.cursor = batch.cursor
         self.leases.worked(owned, time.monotonic())
         owned.dirty = d.commands >= self.settings.batch_size
+        if not owned.dirty:
+            self._drained(part, d.score)
         self.stats["commits"] += 1
         self.stats["commands"] += d.commands
         self.stats["accepted"] += batch.accepted
         return d.commands
+
+    # -- the index of days with work ------------------------------------------------------
+
+    def _drained(self, part: str, score: float | None) -> None:
+        """Every command queued when the day's score was ``score`` is decided and committed:
+        the day may leave the index, unless a command came since (its score moved)."""
+        if score is not None:
+            self.unindex[part] = score
+
+    def _queue_unindex(self, pipe, unindex: list[tuple[str, float]]) -> None:
+        for part, score in unindex:
+            self.index.queue_remove_if_unchanged(pipe, part, score)
+
+    def _unindexed(self, unindex: list[tuple[str, float]], replies: list) -> None:
+        for (part, score), removed in zip(unindex, replies):
+            if isinstance(removed, Exception):
+                log.warning("could not take %s out of the index (%s); the sweep will look "
+                            "at it once more", part, removed)
+            elif int(removed):
+                # a new command puts the day back with a score that may equal the old one
+                owned = self.leases.owned.get(part)
+                if owned is not None and owned.seen_score == score:
+                    owned.seen_score = None
+                self.stats["unindexed"] += 1
+
+    def flush_unindex(self) -> None:
+        """Take the drained days out of the index when no commit carried them there."""
+        if not self.unindex:
+            return
+        unindex = list(self.unindex.items())
+        self.unindex.clear()
+        replies = self.store.scripts.run_pipeline(
+            lambda pipe: self._queue_unindex(pipe, unindex), raise_on_error=False)
+        self._unindexed(unindex, replies)
 
     def _take_prefetched(self, owned: OwnedDay) -> list | None:
         """The commands a watching read brought back, if the batch may use them: they follow
@@ -185,8 +231,7 @@ class DayBatches:
         self.store.queue_read_commands(pipe, keys, START if fresh else owned.cursor,
                                        self.settings.batch_size)
         replies = pipe.execute()
-        if replies[-2] is not None:
-            self.seen_scores[part] = replies[-2]
+        self._read_with_score(part, owned, replies[-2])
         entries = self._load(part, owned, replies[0], replies[1],
                              replies[2] if fresh else None, replies[-1])
         if fresh and entries is not None and owned.cursor != START:
@@ -208,14 +253,42 @@ class DayBatches:
     def first_read_count(self) -> int:
         return self.settings.batch_size
 
-    def took_first_read(self, part: str, owned: OwnedDay, calendar_replies: list,
-                        state_raw: list, entries: list) -> None:
+    def queue_first_read(self, pipe, part: str, *, before: bool) -> None:
+        """The commands around an acquisition that reads a day's state and commands
+        (``LeaseBook``): before it, the calendar's last change, the calendar and the day's
+        score in the index of days with work (read before the commands, as in ``_read``);
+        after it, the calendar's last change again. Other clients' commands may run between
+        those of a pipeline: if the change stream moved across the acquisition, a rules
+        change may have come between the calendar and the commands, and the read is not
+        used (``took_first_read``)."""
+        if before:
+            self.queue_calendar(pipe, part)
+            self.index.queue_score(pipe, part)
+        else:
+            self.catalog.queue_last_change(pipe, split_partition(part)[0])
+
+    def took_first_read(self, part: str, owned: OwnedDay, before: list, state_raw: list,
+                        entries: list, after: list) -> None:
         """A day just acquired, with its calendar, state and the commands after its cursor
-        read in the same round trip: its first batch needs no other read."""
-        taken = self._load(part, owned, calendar_replies[0], calendar_replies[1], state_raw,
-                           entries)
+        read in the same round trip: its first batch needs no other read. A read that
+        failed, or that a rules change may have cut across, is dropped: the day stays dirty
+        with no cached state, so its first batch reads it again."""
+        if any(isinstance(reply, Exception) for reply in (*before, *after)):
+            log.warning("the first read of %s failed; reading it again", part)
+            return
+        if Catalog.change_id(before[0]) != Catalog.change_id(after[0]):
+            self.stats["calendar_rereads"] += 1
+            return
+        taken = self._load(part, owned, before[0], before[1], state_raw, entries)
         if taken is not None:
             owned.prefetched = (owned.cursor, taken)
+            self._read_with_score(part, owned, before[2])
+
+    def _read_with_score(self, part: str, owned: OwnedDay, score) -> None:
+        """The commands just read were read after the day's index score ``score``."""
+        owned.read_score = score
+        if score is not None:
+            owned.seen_score = score
 
     def _load(self, part: str, owned: OwnedDay, change_reply, calendar_raw, state_raw,
               entries) -> list | None:

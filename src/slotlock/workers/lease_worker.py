@@ -105,12 +105,10 @@ class LeaseWorker:
         self.failpoints = failpoints if failpoints is not None else Failpoints.from_env()
         self.leases = LeaseBook(self.client, self.scripts, self.holder, settings.lease_ttl_ms,
                                 settings.renew_interval_ms, self.stats)
-        self.seen_scores: dict[str, float] = {}
         self.wakeups = Wakeups(self.client, self.blocking, self.index, self.leases,
                                settings.batch_size, stopping=lambda: bool(self._stop))
         self.batches = DayBatches(settings, self.client, self.store, self.catalog, self.index,
-                                  self.leases, self.failpoints, self.stats, self.wakeups,
-                                  self.seen_scores)
+                                  self.leases, self.failpoints, self.stats, self.wakeups)
         self.leases.reader = self.batches
         self.started_at = time.time()
         self._stop: str | None = None
@@ -218,6 +216,7 @@ class LeaseWorker:
         if now >= self._next_idle_check:
             # a look at every held day: a few times per idle period, not on every wake
             self._next_idle_check = now + min(IDLE_CHECK_S, self.settings.idle_release_ms / 4000)
+            self.batches.flush_unindex()
             self._release_idle(now)
         if now >= self._next_sweep:
             self._next_sweep = now + BLOCK_MS / 1000
@@ -280,10 +279,9 @@ class LeaseWorker:
         for part, score in self.index.active():
             owned = self.owned.get(part)
             if owned is not None:
-                if (self.seen_scores.get(part) != score
-                        and part not in self.wakeups.watching):
+                if owned.seen_score != score and part not in self.wakeups.watching:
                     owned.dirty = True
-                self.seen_scores[part] = score
+                owned.seen_score = score
                 continue
             if self.retry_at.get(part, 0.0) <= now and not self._stop:
                 orphans.append(part)
@@ -327,12 +325,15 @@ class LeaseWorker:
         if block_ms is None:
             self.wakeups.read(None)
             return
-        self._waiting = True
+        if self._stop:
+            return
+        streams, watched = self.wakeups.prepare()
+        self._waiting = True  # only the blocking wait: a signal never cuts an acquisition
         try:
-            if not self._stop:
-                self.wakeups.read(block_ms)
+            reply = self.wakeups.fetch(streams, block_ms)
         finally:
             self._waiting = False
+        self.wakeups.take(reply, watched)
 
     # -- applying ------------------------------------------------------------------------
 

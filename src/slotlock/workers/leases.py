@@ -22,13 +22,11 @@ from .applier import JsonMemo
 
 log = logging.getLogger("slotlock.worker")
 
-# Free days asked for in one round trip. 1: a pipeline of many days' acquisitions is not
-# atomic (Redis may run a rules change and a new command between one day's calendar read
-# and its script, more likely in a long pipeline), one day's error reply fails the whole
-# chunk, and a signal mid-chunk loses grants (review of the batched version). Kept at 1
-# until the acquisition re-checks the change stream after its script and takes each
-# day's reply on its own.
-ACQUIRE_CHUNK = 1
+# Free days asked for in one round trip (a bounded reply). Each day's reply is taken on its
+# own (an error fails that day alone), every grant is recorded before any read is taken
+# in, and each day's read is used only if its calendar's change stream did not move
+# across it (see ``DayBatches.queue_first_read``).
+ACQUIRE_CHUNK = 64
 
 
 @dataclass
@@ -66,6 +64,11 @@ class OwnedDay:
                 self.dirty_set.discard(self.keys.part)
     # commands a watching read brought back: (the cursor they follow, stream entries)
     prefetched: tuple[str, list] | None = None
+    # the day's index score read before the commands of its next batch (None: not read)
+    read_score: float | None = None
+    # the day's score in the index when this worker last looked (sweep, read): a new one
+    # means a command came since
+    seen_score: float | None = None
     json_memo: JsonMemo = field(default_factory=JsonMemo)
     noted_at: float = 0.0  # when the jobs were last told of a commit of this day
 
@@ -110,40 +113,59 @@ class LeaseBook:
             for part in parts:
                 lease = DayLease(self.client, self.scripts, DayKeys(part), self.holder,
                                  self.ttl_ms)
-                taken += self._took(part, lease, lease.acquire(), None, now)
+                taken += self._took(part, lease, lease.acquire(), now) is not None
             return taken
         taken = 0
-        for at in range(0, len(parts), ACQUIRE_CHUNK):  # a bounded reply per round trip
+        for at in range(0, len(parts), ACQUIRE_CHUNK):
             taken += self._acquire_chunk(parts[at:at + ACQUIRE_CHUNK], reader, now)
         return taken
 
     def _acquire_chunk(self, parts: list[str], reader, now: float) -> int:
+        """One round trip: for each day, its first read's leading commands, the acquisition
+        (which reads state and commands if granted), then the read's trailing commands."""
         leases = {part: DayLease(self.client, self.scripts, DayKeys(part), self.holder,
                                  self.ttl_ms) for part in parts}
-        spans: list[tuple[str, int, int, float]] = []
+        spans: list[tuple[str, int, int, int, float]] = []
 
         def build(pipe) -> None:
             spans.clear()
             for part, lease in leases.items():
                 first = len(pipe)
-                reader.queue_calendar(pipe, part)
+                reader.queue_first_read(pipe, part, before=True)
                 started = lease.queue_acquire(pipe, reader.first_read_count, STATE_FIELDS)
-                spans.append((part, first, len(pipe), started))
+                at = len(pipe) - 1
+                reader.queue_first_read(pipe, part, before=False)
+                spans.append((part, first, at, len(pipe), started))
 
-        replies = self.scripts.run_pipeline(build)
-        taken = 0
-        for part, first, end, started in spans:
-            day_replies = replies[first:end]
-            granted = leases[part].acquired(day_replies[-1], started)
-            taken += self._took(part, leases[part], granted, day_replies, now)
-        return taken
+        replies = self.scripts.run_pipeline(build, raise_on_error=False)
+        granted: list[tuple[OwnedDay, list, object, list]] = []
+        for part, first, at, end, started in spans:  # every grant recorded first
+            reply = replies[at]
+            if isinstance(reply, Exception):
+                # nothing is known of this day's lease: if the script granted it before
+                # failing, the grant lapses after the TTL; try again after that
+                self.stats["acquire_errors"] += 1
+                log.error("acquiring %s failed: %s", part, reply)
+                self.retry_at[part] = now + (self.ttl_ms + 5) / 1000
+                continue
+            owned = self._took(part, leases[part], leases[part].acquired(reply, started), now)
+            if owned is not None:
+                granted.append((owned, replies[first:at], reply, replies[at + 1:end]))
+        for owned, before, reply, after in granted:
+            try:
+                reader.took_first_read(owned.keys.part, owned, before,
+                                       *DayLease.granted_read(reply), after)
+            except Exception:  # noqa: BLE001 - a poisoned day: its first batch reads it again
+                log.exception("taking in the first read of %s", owned.keys.part)
+                owned.day, owned.prefetched, owned.read_score = None, None, None
+                owned.dirty = True
+        return len(granted)
 
-    def _took(self, part: str, lease: DayLease, granted: bool, replies: list | None,
-              now: float) -> bool:
+    def _took(self, part: str, lease: DayLease, granted: bool, now: float) -> OwnedDay | None:
         if not granted:
             # try again just after the holder's lease would lapse
             self.retry_at[part] = now + (lease.retry_in_ms + 5) / 1000
-            return False
+            return None
         self.retry_at.pop(part, None)
         self.stats["acquired"] += 1
         owned = OwnedDay(lease.keys, lease, renew_at=now + self.renew_s, last_work=now,
@@ -152,10 +174,7 @@ class LeaseBook:
         self.owned[part] = owned
         self.recent[part] = owned
         log.info("acquired %s with token %d", part, lease.token)
-        if replies is not None:
-            state_raw, entries = DayLease.granted_read(replies[-1])
-            self.reader.took_first_read(part, owned, replies[:-1], state_raw, entries)
-        return True
+        return owned
 
     def renew_due(self, now: float) -> None:
         """Renew every lease that is due, all in one pipelined round trip; drop those lost."""
@@ -237,4 +256,5 @@ class LeaseBook:
         for owned in self.owned.values():
             owned.day = None
             owned.prefetched = None
+            owned.read_score = None
             owned.dirty = True

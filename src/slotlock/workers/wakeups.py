@@ -94,7 +94,24 @@ class Wakeups:
 
     def read(self, block_ms: int | None) -> None:
         """One ``XREAD`` of the wake-up stream and the watched days (blocking up to
-        ``block_ms`` on the blocking connection, or not at all)."""
+        ``block_ms`` on the blocking connection, or not at all), then take in what it
+        brought (which may acquire free days)."""
+        streams, watched = self.prepare()
+        self.take(self.fetch(streams, block_ms), watched)
+
+    def take(self, reply, watched: dict) -> None:
+        """Take in a reply of ``fetch``: kept apart so that a signal may cut the wait short
+        (the lease worker's ``_Wake``) but never what follows it."""
+        self._take(reply, watched)
+
+    def fetch(self, streams: dict[str, str], block_ms: int | None):
+        """The ``XREAD`` of ``read``, of the streams ``prepare`` named."""
+        if block_ms is None:
+            return self.client.xread(streams, count=WAKE_COUNT)
+        return self.blocking.xread(streams, count=WAKE_COUNT, block=block_ms)
+
+    def prepare(self) -> tuple[dict[str, str], dict]:
+        """The streams the next read names, from which ids, and what each one watches."""
         watched = self.watched()
         streams = {READY: self._start_id()}
         streams.update((key, owned.cursor) for key, owned in watched.items())
@@ -110,11 +127,7 @@ class Wakeups:
             # days whose change id is older than the last seen are already marked stale
             streams[key] = since if since == seen else max(since, seen, key=_order)
             watched[key] = calendar_id
-        if block_ms is None:
-            reply = self.client.xread(streams, count=WAKE_COUNT)
-        else:
-            reply = self.blocking.xread(streams, count=WAKE_COUNT, block=block_ms)
-        self._take(reply, watched)
+        return streams, watched
 
     def queue(self, pipe) -> None:
         """Queue a read of the wake-up stream alone on a pipeline (see ``took``)."""
@@ -138,6 +151,7 @@ class Wakeups:
             if self.leases.owned.get(owned.keys.part) is not owned:
                 continue  # let go of since the read was sent
             owned.prefetched = (owned.cursor, entries[:self.batch_size])
+            owned.read_score = None  # read with no score: the day stays in the index
             owned.dirty = True
 
     def _changed(self, calendar_id: str, change_id: str) -> None:
