@@ -3,6 +3,7 @@ new commands come back with the read that waits for them, no command is missed, 
 rules change reaches a held day within the documented bound."""
 
 import json
+import signal
 import time
 from dataclasses import replace
 from datetime import date, datetime, timedelta
@@ -280,12 +281,11 @@ def test_a_rules_change_across_an_acquisition_makes_the_day_read_again(settings,
     worker = LeaseWorker(settings)
     catalog = Catalog(real_redis)
     cid = client.book("ann", "main", at(10), at(11), "an hour", wait_ms=0).command_id
-    queue_first_read = worker.batches.queue_first_read
+    queue_first_reads = worker.batches.queue_first_reads
     changed = {}
 
-    def change_between(pipe, part, *, before):
-        queue_first_read(pipe, part, before=before)
-        if before and not changed:
+    def change_between(pipe, parts, acquire):
+        def change_then_acquire(pipe, part):
             # what another client's Catalog.put could run between the calendar's read and
             # the acquisition (queued here so that it runs exactly there)
             calendar = catalog.find("main")
@@ -296,8 +296,11 @@ def test_a_rules_change_across_an_acquisition_makes_the_day_read_again(settings,
             pipe.hset(calendar_revisions_key("main"), str(new.revision), data)
             pipe.xadd(calendar_changes_key("main"), {"r": new.revision})
             changed["calendar"] = new
+            return acquire(pipe, part)
 
-    worker.batches.queue_first_read = change_between
+        return queue_first_reads(pipe, parts, change_then_acquire)
+
+    worker.batches.queue_first_reads = change_between
     worker.sweep(time.monotonic())
     (owned,) = worker.owned.values()
     assert owned.prefetched is None and owned.day is None and owned.dirty
@@ -312,51 +315,90 @@ def test_a_rules_change_across_an_acquisition_makes_the_day_read_again(settings,
 def test_a_drained_day_leaves_the_index_and_comes_back_with_its_next_command(
         settings, client, real_redis):
     """After the commit that decides every command queued when its score was read, a held
-    day leaves the index of days with work (the sweep then reads only days with work); a
-    command that comes between the read and the commit keeps it there, and one after puts
-    it back: nothing is missed either way."""
+    day leaves the index of days with work with the next round trip (here: the next day's
+    commit); a command that comes between the read and the commit keeps it there, and one
+    after puts it back: nothing is missed either way."""
     from slotlock.days.keys import ACTIVE, DayKeys
     from slotlock.workers.lease_worker import LeaseWorker
 
     part = DayKeys.of("main", DAY).part
+    other = DAY + timedelta(days=1)
     worker = LeaseWorker(settings)
     first = client.book("ann", "main", at(8), at(9), "x", wait_ms=0).command_id
     worker.sweep(time.monotonic())
     assert worker.process_days()
     assert client.wait(first, 1000)["status"] == "accepted"
-    assert worker.batches.unindex == {part: 1.0}
-    worker.batches.flush_unindex()
+    assert real_redis.zscore(ACTIVE, part) is not None  # drained; leaves with the next round trip
+    next_day = client.book("ann", "main", datetime.combine(other, datetime.min.time()),
+                           datetime.combine(other, datetime.min.time()) + timedelta(hours=1),
+                           "x", wait_ms=0).command_id
+    worker.sweep(time.monotonic())
+    assert worker.process_days()  # the other day's commit carries the removal
+    assert client.wait(next_day, 1000)["status"] == "accepted"
     assert real_redis.zscore(ACTIVE, part) is None
+    assert worker.stats["unindexed"] == 1
 
     # a command between the read and the commit: the score moved, the day stays indexed
     second = client.book("ann", "main", at(9), at(10), "x", wait_ms=0).command_id
-    worker.sweep(time.monotonic())  # the day is held and back in the index: dirty
     owned = worker.owned[part]
-    assert owned.dirty
+    owned.dirty = True  # as a wake-up marks it: the batch reads the day, its score first
     decide = worker.batches.decide
     late = {}
 
     def decide_then_submit(p, o):
         decided = decide(p, o)
-        late["id"] = client.book("ann", "main", at(10), at(11), "x", wait_ms=0).command_id
+        if p == part and "id" not in late:
+            late["id"] = client.book("ann", "main", at(10), at(11), "x",
+                                     wait_ms=0).command_id
         return decided
 
     worker.batches.decide = decide_then_submit
     assert worker.process_days()
     worker.batches.decide = decide
-    worker.batches.flush_unindex()
-    assert real_redis.zscore(ACTIVE, part) is not None
+    assert part in worker.batches.unindex
+    worker.maintain()  # no commit follows: the maintenance pass carries the removal
+    assert not worker.batches.unindex
+    assert real_redis.zscore(ACTIVE, part) is not None  # refused: the score moved
     assert client.status(late["id"])["status"] == "pending"
-    worker.sweep(time.monotonic())
+    worker.wait_for_work()  # the read that watches the held day brings the late command
     assert worker.process_days()
     assert [client.wait(c, 1000)["status"] for c in (second, late["id"])] == ["accepted"] * 2
+    worker.shutdown()
+
+
+def test_a_drained_day_stays_indexed_once_its_lease_may_have_lapsed(settings, client,
+                                                                     real_redis):
+    """A removal is sent only under the grant that drained the day, well before that lease
+    may lapse: after it, another worker may have taken the day out and a new command put it
+    back with the same score, which a late removal would then take out."""
+    from slotlock.days.keys import ACTIVE, DayKeys
+    from slotlock.workers.lease_worker import LeaseWorker
+
+    part = DayKeys.of("main", DAY).part
+    worker = LeaseWorker(settings)
+    client.book("ann", "main", at(8), at(9), "x", wait_ms=0)
+    worker.sweep(time.monotonic())
+    assert worker.process_days()
+    worker.owned[part].lease.expires_at = time.monotonic() + 0.01  # about to lapse
+    worker.batches.flush_unindex()
+    assert real_redis.zscore(ACTIVE, part) == 1.0
+    assert worker.stats["unindex_skipped"] == 1
+
+    client.book("ann", "main", at(9), at(10), "x", wait_ms=0)
+    worker.owned[part].lease.expires_at = time.monotonic() + 60
+    worker.sweep(time.monotonic())
+    assert worker.process_days()
+    worker.leases.drop(part)  # lost (e.g. a renewal refused) before the removal went
+    worker.batches.flush_unindex()
+    assert real_redis.zscore(ACTIVE, part) == 2.0
+    assert worker.stats["unindex_skipped"] == 2
     worker.shutdown()
 
 
 def test_a_signal_cuts_only_the_blocking_wait_short(settings, client, monkeypatch):
     """SIGTERM raises into the worker only while it blocks on its read: the acquisitions
     that read's reply causes are never cut in the middle (a grant would be lost)."""
-    from slotlock.workers.lease_worker import LeaseWorker
+    from slotlock.workers.lease_worker import LeaseWorker, _Wake
 
     worker = LeaseWorker(settings)
     worker.wakeups.wake_id = "0-0"
@@ -372,4 +414,49 @@ def test_a_signal_cuts_only_the_blocking_wait_short(settings, client, monkeypatc
     worker.wait_for_work()
     assert waiting == [False]
     assert len(worker.owned) == 1
+
+    # and the wait itself is still cut short
+    fetch = worker.wakeups.fetch
+
+    def signalled(streams, block_ms):
+        assert worker._waiting
+        worker._on_signal(signal.SIGTERM, None)
+        return fetch(streams, block_ms)
+
+    monkeypatch.setattr(worker.wakeups, "fetch", signalled)
+    with pytest.raises(_Wake):
+        worker.wait_for_work()
+    assert worker._stop == "warm" and not worker._waiting
+    worker.shutdown()
+
+
+def test_an_idle_day_is_let_go_of_only_with_nothing_after_its_cursor(settings, client,
+                                                                      real_redis):
+    """The idle release checks for commands and releases in one script: a day with a
+    command after the holder's cursor is kept (and read), one whose lease is no longer
+    ours is dropped, one with nothing is released and taken out of the index."""
+    from slotlock.days.keys import ACTIVE, DayKeys
+    from slotlock.workers.lease_worker import LeaseWorker
+
+    days = [DAY + timedelta(days=i) for i in range(3)]
+    parts = [DayKeys.of("main", d).part for d in days]
+    for d in days:
+        start = datetime.combine(d, datetime.min.time())
+        client.book("ann", "main", start, start + timedelta(hours=1), "x", wait_ms=0)
+    worker = LeaseWorker(settings)
+    worker.sweep(time.monotonic())
+    assert worker.process_days()
+    worker.batches.unindex.clear()  # as if no round trip carried the removals: still indexed
+    start = datetime.combine(days[0], datetime.min.time()) + timedelta(hours=2)
+    late = client.book("ann", "main", start, start + timedelta(hours=1), "x",
+                       wait_ms=0).command_id
+    real_redis.set(DayKeys(parts[1]).lease, "99:someone:else", px=60_000)
+    worker._release_idle(time.monotonic() + 3600)
+    assert sorted(worker.owned) == [parts[0]] and worker.owned[parts[0]].dirty
+    assert worker.stats["leases_lost"] == 1 and worker.stats["released"] == 1
+    assert real_redis.get(DayKeys(parts[2]).lease) is None
+    assert real_redis.zscore(ACTIVE, parts[2]) is None
+    assert real_redis.zscore(ACTIVE, parts[0]) is not None
+    assert worker.process_days()
+    assert client.wait(late, 1000)["status"] == "accepted"
     worker.shutdown()

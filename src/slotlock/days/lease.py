@@ -127,6 +127,13 @@ class DayLease:
         if self.token is not None:
             self.scripts.queue(pipe, "lease_release", [self.keys.lease], [self.value])
 
+    def queue_release_if_idle(self, pipe, cursor: str) -> None:
+        """Queue a release that happens only if no command follows ``cursor``
+        (``lease_release_idle.lua``: 1 released, 0 kept, -1 no longer ours); then call
+        ``released`` if it was."""
+        self.scripts.queue(pipe, "lease_release_idle", [self.keys.lease, self.keys.cmds],
+                           [self.value, cursor])
+
     def released(self) -> None:
         self.token = None
 

@@ -25,6 +25,7 @@ class Scripts:
         "lease_acquire",
         "lease_renew",
         "lease_release",
+        "lease_release_idle",
         "submit",
         "commit",
         "index_remove",

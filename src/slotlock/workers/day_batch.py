@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import redis
@@ -28,7 +28,27 @@ from .wakeups import Wakeups
 
 log = logging.getLogger("slotlock.worker")
 
+CALENDARS_KEPT = 256  # parsed calendars kept, by their stored JSON
 NOTE_EVERY_S = 1.0  # at most this often per day: tell the jobs of its commits
+
+
+@dataclass
+class FirstReads:
+    """Where each reply of ``DayBatches.queue_first_reads`` lies in its pipeline."""
+
+    before: dict[str, int] = field(default_factory=dict)  # calendar -> its change, calendar
+    after: dict[str, int] = field(default_factory=dict)  # calendar -> its change again
+    score: dict[str, int] = field(default_factory=dict)  # day -> its index score
+    acquire: dict[str, int] = field(default_factory=dict)  # day -> its acquisition
+    started: dict[str, float] = field(default_factory=dict)  # day -> when it was queued
+
+    def of(self, replies: list, part: str) -> tuple[list, object, list]:
+        """A day's replies, for ``took_first_read``: (its calendar's change and calendar and
+        its score, its acquisition, its calendar's change after)."""
+        calendar_id = split_partition(part)[0]
+        at = self.before[calendar_id]
+        return ([replies[at], replies[at + 1], replies[self.score[part]]],
+                replies[self.acquire[part]], [replies[self.after[calendar_id]]])
 
 
 @dataclass
@@ -61,7 +81,8 @@ class DayBatches:
         # days drained by a commit that landed: out of the index of days with work, if their
         # score is still the one read before their commands (``WorkIndex``), with the next
         # round trip that goes anyway; the sweep then reads only days with work
-        self.unindex: dict[str, float] = {}
+        self.unindex: dict[str, tuple[OwnedDay, float]] = {}
+        self._calendars: dict[str, Calendar] = {}  # stored JSON -> calendar
 
     def process(self, part: str, owned: OwnedDay) -> int:
         """Decide and commit the next batch of ``part``; the number of commands applied."""
@@ -79,7 +100,7 @@ class DayBatches:
         score, owned.read_score = owned.read_score, None
         if not entries:
             owned.dirty = False
-            self._drained(part, score)
+            self._drained(part, owned, score)
             return None
         batch = apply_entries(owned.day, owned.cursor, DayStore.commands_of(entries), part,
                               with_events=bool(owned.day.calendar.webhook_url))
@@ -115,8 +136,7 @@ class DayBatches:
                                                  bool(d.batch.events))
             self._queue_unindex(pipe, unindex)
 
-        unindex = list(self.unindex.items())
-        self.unindex.clear()
+        unindex = self._unindex_due()
         replies = self.store.scripts.run_pipeline(build, raise_on_error=False)
         self._unindexed(unindex, replies[len(replies) - len(unindex):])
         applied = 0
@@ -160,7 +180,7 @@ class DayBatches:
         self.leases.worked(owned, time.monotonic())
         owned.dirty = d.commands >= self.settings.batch_size
         if not owned.dirty:
-            self._drained(part, d.score)
+            self._drained(part, owned, d.score)
         self.stats["commits"] += 1
         self.stats["commands"] += d.commands
         self.stats["accepted"] += batch.accepted
@@ -168,11 +188,28 @@ class DayBatches:
 
     # -- the index of days with work ------------------------------------------------------
 
-    def _drained(self, part: str, score: float | None) -> None:
+    def _drained(self, part: str, owned: OwnedDay, score: float | None) -> None:
         """Every command queued when the day's score was ``score`` is decided and committed:
         the day may leave the index, unless a command came since (its score moved)."""
         if score is not None:
-            self.unindex[part] = score
+            self.unindex[part] = (owned, score)
+
+    def _unindex_due(self) -> list[tuple[str, float]]:
+        """The days to take out of the index now: only those still held under the grant
+        that drained them, with a lease well clear of its expiry. The compare is on the
+        score alone, and a day taken out and put back starts again at 1: while we hold the
+        day nobody else takes it out, so its score only grows; once our lease may have
+        lapsed, another holder may have, and an old score could match a new command's."""
+        due, margin = [], self.settings.lease_ttl_ms / 4000
+        now = time.monotonic()
+        for part, (owned, score) in self.unindex.items():
+            if (self.leases.owned.get(part) is owned and owned.lease.held
+                    and owned.lease.expires_at - now > margin):
+                due.append((part, score))
+            else:
+                self.stats["unindex_skipped"] += 1
+        self.unindex.clear()
+        return due
 
     def _queue_unindex(self, pipe, unindex: list[tuple[str, float]]) -> None:
         for part, score in unindex:
@@ -192,10 +229,9 @@ class DayBatches:
 
     def flush_unindex(self) -> None:
         """Take the drained days out of the index when no commit carried them there."""
-        if not self.unindex:
+        unindex = self._unindex_due()
+        if not unindex:
             return
-        unindex = list(self.unindex.items())
-        self.unindex.clear()
         replies = self.store.scripts.run_pipeline(
             lambda pipe: self._queue_unindex(pipe, unindex), raise_on_error=False)
         self._unindexed(unindex, replies)
@@ -253,19 +289,30 @@ class DayBatches:
     def first_read_count(self) -> int:
         return self.settings.batch_size
 
-    def queue_first_read(self, pipe, part: str, *, before: bool) -> None:
-        """The commands around an acquisition that reads a day's state and commands
-        (``LeaseBook``): before it, the calendar's last change, the calendar and the day's
-        score in the index of days with work (read before the commands, as in ``_read``);
-        after it, the calendar's last change again. Other clients' commands may run between
-        those of a pipeline: if the change stream moved across the acquisition, a rules
-        change may have come between the calendar and the commands, and the read is not
-        used (``took_first_read``)."""
-        if before:
-            self.queue_calendar(pipe, part)
+    def queue_first_reads(self, pipe, parts: list[str], acquire) -> FirstReads:
+        """Queue the reads around acquisitions that read each day's state and commands
+        (``LeaseBook``; ``acquire(pipe, part)`` queues one and returns its start time): each
+        calendar's last change and the calendar, once for all its days; each day's score in
+        the index of days with work (read before its commands, as in ``_read``), then its
+        acquisition; then each calendar's last change again. Other clients' commands may run
+        between those of a pipeline: if a calendar's change stream moved across the
+        acquisitions, a rules change may have come between the calendar and some day's
+        commands, and those days' reads are not used (``took_first_read``)."""
+        reads = FirstReads()
+        calendars = list(dict.fromkeys(split_partition(part)[0] for part in parts))
+        for calendar_id in calendars:
+            reads.before[calendar_id] = len(pipe)
+            self.catalog.queue_last_change(pipe, calendar_id)
+            self.catalog.queue_raw(pipe, calendar_id)
+        for part in parts:
+            reads.score[part] = len(pipe)
             self.index.queue_score(pipe, part)
-        else:
-            self.catalog.queue_last_change(pipe, split_partition(part)[0])
+            reads.started[part] = acquire(pipe, part)
+            reads.acquire[part] = len(pipe) - 1
+        for calendar_id in calendars:
+            reads.after[calendar_id] = len(pipe)
+            self.catalog.queue_last_change(pipe, calendar_id)
+        return reads
 
     def took_first_read(self, part: str, owned: OwnedDay, before: list, state_raw: list,
                         entries: list, after: list) -> None:
@@ -290,6 +337,16 @@ class DayBatches:
         if score is not None:
             owned.seen_score = score
 
+    def _calendar(self, raw: str) -> Calendar:
+        """The calendar stored as ``raw``, parsed once per revision (a fresh day per request
+        would parse the same JSON for every day; ``Calendar`` is immutable)."""
+        calendar = self._calendars.get(raw)
+        if calendar is None:
+            if len(self._calendars) >= CALENDARS_KEPT:
+                self._calendars.clear()
+            calendar = self._calendars[raw] = Calendar.from_dict(Catalog.parse(raw))
+        return calendar
+
     def _load(self, part: str, owned: OwnedDay, change_reply, calendar_raw, state_raw,
               entries) -> list | None:
         """Take a read of the calendar (and, for a fresh day, its state) into ``owned``;
@@ -303,11 +360,11 @@ class DayBatches:
         owned.change_id, owned.calendar_stale = Catalog.change_id(change_reply), False
         if state_raw is not None:
             state = self.store.stored_state(state_raw)
-            owned.day = load_day(Calendar.from_dict(Catalog.parse(calendar_raw)), day,
-                                 state.bookings, state.version)
+            owned.day = load_day(self._calendar(calendar_raw), day, state.bookings,
+                                 state.version)
             owned.cursor = state.cursor
             owned.calendar_raw = calendar_raw
         elif calendar_raw != owned.calendar_raw:
-            owned.day = owned.day.with_calendar(Calendar.from_dict(Catalog.parse(calendar_raw)))
+            owned.day = owned.day.with_calendar(self._calendar(calendar_raw))
             owned.calendar_raw = calendar_raw
         return entries

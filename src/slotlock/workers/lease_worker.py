@@ -230,47 +230,54 @@ class LeaseWorker:
                 log.warning("day %s had queued commands but was missing from the index", part)
 
     def _release_idle(self, now: float) -> None:
-        """Let go of the days idle for ``SLOTLOCK_IDLE_RELEASE_MS``: two round trips for all
-        of them (check that nothing came; forget them in the index and release)."""
+        """Let go of the days idle for ``SLOTLOCK_IDLE_RELEASE_MS``, in one round trip for
+        all of them: each day's index score, then its release if no command came after its
+        cursor (one script: ``lease_release_idle.lua``). A day released while still in the
+        index of days with work is then taken out if its score did not move (a second
+        round trip, for the few days a commit did not take out already)."""
         idle = self.settings.idle_release_ms / 1000
         candidates = []
         for part, owned in self.owned.items():
             if owned.dirty or now - owned.last_work < idle:
                 continue
-            if owned.day is None:
+            if owned.day is None or not owned.lease.held:
                 owned.dirty = True  # our view is stale: read the day again before letting go
                 continue
             candidates.append((part, owned))
         if not candidates:
             return
-        pipe = self.client.pipeline(transaction=False)
-        for part, owned in candidates:
-            self.index.queue_score(pipe, part)  # read before the check: see index_remove.lua
-            self.store.queue_read_commands(pipe, owned.keys, owned.cursor, 1)
-        replies = pipe.execute()
-        drained = []
-        for i, (part, owned) in enumerate(candidates):
-            score, entries = replies[2 * i], replies[2 * i + 1]
-            if entries:
-                owned.dirty = True
-            else:
-                drained.append((part, owned, score))
-        if not drained:
-            return
 
         def build(pipe) -> None:
-            for part, owned, score in drained:
-                if score is not None:
-                    self.index.queue_remove_if_unchanged(pipe, part, score)
-                owned.lease.queue_release(pipe)  # after the index: a new command re-marks it
+            for _part, owned in candidates:
+                self.index.queue_score(pipe, owned.keys.part)  # before the check
+                owned.lease.queue_release_if_idle(pipe, owned.cursor)
 
-        for part, _owned, _score in drained:
-            self.leases.forget(part)  # if the release fails, the leases lapse
-        self.stats["released"] += len(drained)
-        self.scripts.run_pipeline(build)
-        for _part, owned, _score in drained:
-            owned.lease.released()
-        log.debug("released %d idle days", len(drained))
+        replies = self.scripts.run_pipeline(build, raise_on_error=False)
+        indexed = []
+        for i, (part, owned) in enumerate(candidates):
+            score, result = replies[2 * i], replies[2 * i + 1]
+            if isinstance(result, Exception) or isinstance(score, Exception):
+                log.warning("could not let go of idle %s (%s); trying again", part,
+                            result if isinstance(result, Exception) else score)
+                continue
+            if int(result) == 0:
+                owned.dirty = True  # a command came: decide it first
+            elif int(result) < 0:
+                self.stats["leases_lost"] += 1
+                log.warning("lost lease of %s: expired or passed to another worker", part)
+                self.leases.drop(part)
+            else:
+                self.leases.forget(part)
+                owned.lease.released()
+                self.stats["released"] += 1
+                if score is not None:
+                    indexed.append((part, score))
+        if indexed:
+            # after the release: a command appended since moved the score, and stays
+            self.scripts.run_pipeline(lambda pipe: [
+                self.index.queue_remove_if_unchanged(pipe, part, score)
+                for part, score in indexed], raise_on_error=False)
+        log.debug("let go of idle days: %d candidates", len(candidates))
 
     def sweep(self, now: float) -> None:
         """Look at the index of days with work: take orphans, notice missed wake-ups (the

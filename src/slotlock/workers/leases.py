@@ -121,26 +121,23 @@ class LeaseBook:
         return taken
 
     def _acquire_chunk(self, parts: list[str], reader, now: float) -> int:
-        """One round trip: for each day, its first read's leading commands, the acquisition
-        (which reads state and commands if granted), then the read's trailing commands."""
+        """One round trip: the acquisitions of ``parts``, each reading its day's state and
+        commands if granted, among the reads the reader queues around them."""
         leases = {part: DayLease(self.client, self.scripts, DayKeys(part), self.holder,
                                  self.ttl_ms) for part in parts}
-        spans: list[tuple[str, int, int, int, float]] = []
+        planned = []
+
+        def acquire(pipe, part: str) -> float:
+            return leases[part].queue_acquire(pipe, reader.first_read_count, STATE_FIELDS)
 
         def build(pipe) -> None:
-            spans.clear()
-            for part, lease in leases.items():
-                first = len(pipe)
-                reader.queue_first_read(pipe, part, before=True)
-                started = lease.queue_acquire(pipe, reader.first_read_count, STATE_FIELDS)
-                at = len(pipe) - 1
-                reader.queue_first_read(pipe, part, before=False)
-                spans.append((part, first, at, len(pipe), started))
+            planned[:] = [reader.queue_first_reads(pipe, parts, acquire)]
 
         replies = self.scripts.run_pipeline(build, raise_on_error=False)
-        granted: list[tuple[OwnedDay, list, object, list]] = []
-        for part, first, at, end, started in spans:  # every grant recorded first
-            reply = replies[at]
+        reads = planned[0]
+        granted: list[OwnedDay] = []
+        for part in parts:  # every grant recorded first
+            reply = replies[reads.acquire[part]]
             if isinstance(reply, Exception):
                 # nothing is known of this day's lease: if the script granted it before
                 # failing, the grant lapses after the TTL; try again after that
@@ -148,15 +145,17 @@ class LeaseBook:
                 log.error("acquiring %s failed: %s", part, reply)
                 self.retry_at[part] = now + (self.ttl_ms + 5) / 1000
                 continue
-            owned = self._took(part, leases[part], leases[part].acquired(reply, started), now)
+            lease = leases[part]
+            owned = self._took(part, lease, lease.acquired(reply, reads.started[part]), now)
             if owned is not None:
-                granted.append((owned, replies[first:at], reply, replies[at + 1:end]))
-        for owned, before, reply, after in granted:
+                granted.append(owned)
+        for owned in granted:
+            part = owned.keys.part
             try:
-                reader.took_first_read(owned.keys.part, owned, before,
-                                       *DayLease.granted_read(reply), after)
+                before, reply, after = reads.of(replies, part)
+                reader.took_first_read(part, owned, before, *DayLease.granted_read(reply), after)
             except Exception:  # noqa: BLE001 - a poisoned day: its first batch reads it again
-                log.exception("taking in the first read of %s", owned.keys.part)
+                log.exception("taking in the first read of %s", part)
                 owned.day, owned.prefetched, owned.read_score = None, None, None
                 owned.dirty = True
         return len(granted)
