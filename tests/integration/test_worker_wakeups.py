@@ -213,8 +213,8 @@ def test_a_day_read_again_from_its_state_decides_under_the_rules_of_its_commands
 def test_free_days_are_taken_with_their_reads_and_a_held_one_is_left_alone(
         settings, client, real_redis):
     """Five days with a queued command, one of them held by another worker: one round trip
-    per day (``ACQUIRE_CHUNK``) takes each free one with its calendar, state and command;
-    the held one is tried again once its lease would lapse."""
+    (up to ``ACQUIRE_CHUNK`` days) takes each free one with its calendar, state and
+    command; the held one is tried again once its lease would lapse."""
     from slotlock.workers.leases import ACQUIRE_CHUNK
     from slotlock.days.keys import DayKeys
     from slotlock.workers.lease_worker import LeaseWorker
