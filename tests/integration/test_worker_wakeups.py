@@ -355,9 +355,9 @@ def test_a_drained_day_leaves_the_index_and_comes_back_with_its_next_command(
     worker.batches.decide = decide_then_submit
     assert worker.process_days()
     worker.batches.decide = decide
-    assert part in worker.batches.unindex
+    assert part in worker.batches.drained.pending
     worker.maintain()  # no commit follows: the maintenance pass carries the removal
-    assert not worker.batches.unindex
+    assert not worker.batches.drained.pending
     assert real_redis.zscore(ACTIVE, part) is not None  # refused: the score moved
     assert client.status(late["id"])["status"] == "pending"
     worker.wait_for_work()  # the read that watches the held day brings the late command
@@ -380,7 +380,7 @@ def test_a_drained_day_stays_indexed_once_its_lease_may_have_lapsed(settings, cl
     worker.sweep(time.monotonic())
     assert worker.process_days()
     worker.owned[part].lease.expires_at = time.monotonic() + 0.01  # about to lapse
-    worker.batches.flush_unindex()
+    worker.batches.drained.flush()
     assert real_redis.zscore(ACTIVE, part) == 1.0
     assert worker.stats["unindex_skipped"] == 1
 
@@ -389,7 +389,9 @@ def test_a_drained_day_stays_indexed_once_its_lease_may_have_lapsed(settings, cl
     worker.sweep(time.monotonic())
     assert worker.process_days()
     worker.leases.drop(part)  # lost (e.g. a renewal refused) before the removal went
-    worker.batches.flush_unindex()
+    worker.sweep(time.monotonic())  # and taken again: a new grant of the same day
+    assert part in worker.owned and worker.owned[part].lease.held
+    worker.batches.drained.flush()
     assert real_redis.zscore(ACTIVE, part) == 2.0
     assert worker.stats["unindex_skipped"] == 2
     worker.shutdown()
@@ -446,17 +448,112 @@ def test_an_idle_day_is_let_go_of_only_with_nothing_after_its_cursor(settings, c
     worker = LeaseWorker(settings)
     worker.sweep(time.monotonic())
     assert worker.process_days()
-    worker.batches.unindex.clear()  # as if no round trip carried the removals: still indexed
+    worker.batches.drained.pending.clear()  # as if no round trip carried the removals: still indexed
     start = datetime.combine(days[0], datetime.min.time()) + timedelta(hours=2)
     late = client.book("ann", "main", start, start + timedelta(hours=1), "x",
                        wait_ms=0).command_id
     real_redis.set(DayKeys(parts[1]).lease, "99:someone:else", px=60_000)
-    worker._release_idle(time.monotonic() + 3600)
+    worker.maintenance.release_idle(time.monotonic() + 3600)
     assert sorted(worker.owned) == [parts[0]] and worker.owned[parts[0]].dirty
     assert worker.stats["leases_lost"] == 1 and worker.stats["released"] == 1
     assert real_redis.get(DayKeys(parts[2]).lease) is None
     assert real_redis.zscore(ACTIVE, parts[2]) is None
     assert real_redis.zscore(ACTIVE, parts[0]) is not None
+    assert real_redis.zscore(ACTIVE, parts[1]) is not None  # not ours: not ours to take out
     assert worker.process_days()
     assert client.wait(late, 1000)["status"] == "accepted"
+    worker.shutdown()
+
+
+def test_an_idle_release_keeps_a_day_whose_command_comes_during_it(settings, client,
+                                                                    real_redis):
+    """A command appended between the idle release's read of the index score and its
+    removal and release: the score moved, so the day stays in the index; the release
+    script sees the command, so the lease is kept and the day read."""
+    from slotlock.days.keys import ACTIVE, DayKeys
+    from slotlock.workers.lease_worker import LeaseWorker
+
+    part = DayKeys.of("main", DAY).part
+    client.book("ann", "main", at(8), at(9), "x", wait_ms=0)
+    worker = LeaseWorker(settings)
+    worker.sweep(time.monotonic())
+    assert worker.process_days()
+    worker.batches.drained.pending.clear()  # still indexed
+    run_pipeline = worker.scripts.run_pipeline
+    calls, late = [], {}
+
+    def command_before_second(build, **kwargs):
+        calls.append(build)
+        if len(calls) == 2:
+            late["id"] = client.book("ann", "main", at(9), at(10), "x", wait_ms=0).command_id
+        return run_pipeline(build, **kwargs)
+
+    worker.scripts.run_pipeline = command_before_second
+    worker.maintenance.release_idle(time.monotonic() + 3600)
+    worker.scripts.run_pipeline = run_pipeline
+    assert len(calls) == 2
+    assert part in worker.owned and worker.owned[part].dirty
+    assert real_redis.zscore(ACTIVE, part) is not None
+    assert worker.process_days()
+    assert client.wait(late["id"], 1000)["status"] == "accepted"
+    worker.shutdown()
+
+
+def test_acquisitions_of_two_calendars_drop_only_the_changed_calendars_reads(
+        settings, client, real_redis):
+    """One round trip takes days of two calendars, each calendar read once; a rules change
+    of one of them across the acquisitions drops only its days' reads, and every command
+    is decided under the rules of its calendar. The calendars are parsed once each."""
+    from slotlock.days.keys import DayKeys
+    from slotlock.workers.lease_worker import LeaseWorker
+
+    catalog = Catalog(real_redis)
+    main = catalog.find("main")
+    catalog.put(main.with_changes(id="other", name="Other"))
+    days = [DAY, DAY + timedelta(days=1)]
+    ids = {}
+    for calendar_id in ("main", "other"):
+        for d in days:
+            start = datetime.combine(d, datetime.min.time()) + timedelta(hours=10)
+            ids[DayKeys.of(calendar_id, d).part] = client.book(
+                "ann", calendar_id, start, start + timedelta(hours=1), "an hour",
+                wait_ms=0).command_id
+    worker = LeaseWorker(settings)
+    pipelines = []
+    queue_first_reads = worker.batches.queue_first_reads
+
+    def change_other(pipe, parts, acquire):
+        pipelines.append(parts)
+
+        def change_then_acquire(pipe, part):
+            if part == parts[-1]:  # after the calendar reads, before this acquisition
+                other = catalog.find("other")
+                new = other.with_changes(
+                    rules=replace(other.rules, max_length_minutes=30),
+                    revision=other.revision + 1)
+                data = json.dumps(new.to_dict(), sort_keys=True)
+                pipe.set(calendar_key("other"), data)
+                pipe.hset(calendar_revisions_key("other"), str(new.revision), data)
+                pipe.xadd(calendar_changes_key("other"), {"r": new.revision})
+            return acquire(pipe, part)
+
+        return queue_first_reads(pipe, parts, change_then_acquire)
+
+    worker.batches.queue_first_reads = change_other
+    parsed = []
+    calendar = worker.batches._calendar
+    worker.batches._calendar = lambda raw: parsed.append(raw) or calendar(raw)
+    worker.sweep(time.monotonic())
+    assert len(pipelines) == 1 and len(pipelines[0]) == 4
+    for part, owned in worker.owned.items():
+        if part.startswith("main:"):
+            assert owned.prefetched is not None and owned.day is not None
+        else:
+            assert owned.prefetched is None and owned.day is None  # read again
+    assert worker.process_days()
+    statuses = {part: client.wait(cid, 1000)["status"] for part, cid in ids.items()}
+    assert statuses == {part: "accepted" if part.startswith("main:") else "rejected"
+                        for part in ids}
+    assert len(worker.batches._calendars) == 2  # main, and other's new revision
+    assert len(parsed) == 4
     worker.shutdown()

@@ -22,6 +22,7 @@ from ..days.store import START, DayStore
 from ..errors import CursorMismatch, FenceRejected
 from ..model import Calendar
 from .applier import Batch, apply_entries, load_day
+from .drained import DrainedDays
 from .failpoints import Failpoints
 from .leases import LeaseBook, OwnedDay
 from .wakeups import Wakeups
@@ -78,10 +79,7 @@ class DayBatches:
         self.failpoints = failpoints
         self.stats = stats
         self.wakeups = wakeups
-        # days drained by a commit that landed: out of the index of days with work, if their
-        # score is still the one read before their commands (``WorkIndex``), with the next
-        # round trip that goes anyway; the sweep then reads only days with work
-        self.unindex: dict[str, tuple[OwnedDay, float]] = {}
+        self.drained = DrainedDays(settings, store.scripts, index, leases, stats)
         self._calendars: dict[str, Calendar] = {}  # stored JSON -> calendar
 
     def process(self, part: str, owned: OwnedDay) -> int:
@@ -100,7 +98,7 @@ class DayBatches:
         score, owned.read_score = owned.read_score, None
         if not entries:
             owned.dirty = False
-            self._drained(part, owned, score)
+            self.drained.add(part, owned, score)
             return None
         batch = apply_entries(owned.day, owned.cursor, DayStore.commands_of(entries), part,
                               with_events=bool(owned.day.calendar.webhook_url))
@@ -134,11 +132,11 @@ class DayBatches:
                 if d.note:
                     self.index.queue_note_commit(pipe, d.part, int(time.time() * 1000),
                                                  bool(d.batch.events))
-            self._queue_unindex(pipe, unindex)
+            self.drained.queue(pipe, unindex)
 
-        unindex = self._unindex_due()
+        unindex = self.drained.due()
         replies = self.store.scripts.run_pipeline(build, raise_on_error=False)
-        self._unindexed(unindex, replies[len(replies) - len(unindex):])
+        self.drained.took(unindex, replies[len(replies) - len(unindex):])
         applied = 0
         for d, result in zip(decided, replies):
             applied += self._committed(d, result, on_error)
@@ -180,61 +178,11 @@ class DayBatches:
         self.leases.worked(owned, time.monotonic())
         owned.dirty = d.commands >= self.settings.batch_size
         if not owned.dirty:
-            self._drained(part, owned, d.score)
+            self.drained.add(part, owned, d.score)
         self.stats["commits"] += 1
         self.stats["commands"] += d.commands
         self.stats["accepted"] += batch.accepted
         return d.commands
-
-    # -- the index of days with work ------------------------------------------------------
-
-    def _drained(self, part: str, owned: OwnedDay, score: float | None) -> None:
-        """Every command queued when the day's score was ``score`` is decided and committed:
-        the day may leave the index, unless a command came since (its score moved)."""
-        if score is not None:
-            self.unindex[part] = (owned, score)
-
-    def _unindex_due(self) -> list[tuple[str, float]]:
-        """The days to take out of the index now: only those still held under the grant
-        that drained them, with a lease well clear of its expiry. The compare is on the
-        score alone, and a day taken out and put back starts again at 1: while we hold the
-        day nobody else takes it out, so its score only grows; once our lease may have
-        lapsed, another holder may have, and an old score could match a new command's."""
-        due, margin = [], self.settings.lease_ttl_ms / 4000
-        now = time.monotonic()
-        for part, (owned, score) in self.unindex.items():
-            if (self.leases.owned.get(part) is owned and owned.lease.held
-                    and owned.lease.expires_at - now > margin):
-                due.append((part, score))
-            else:
-                self.stats["unindex_skipped"] += 1
-        self.unindex.clear()
-        return due
-
-    def _queue_unindex(self, pipe, unindex: list[tuple[str, float]]) -> None:
-        for part, score in unindex:
-            self.index.queue_remove_if_unchanged(pipe, part, score)
-
-    def _unindexed(self, unindex: list[tuple[str, float]], replies: list) -> None:
-        for (part, score), removed in zip(unindex, replies):
-            if isinstance(removed, Exception):
-                log.warning("could not take %s out of the index (%s); the sweep will look "
-                            "at it once more", part, removed)
-            elif int(removed):
-                # a new command puts the day back with a score that may equal the old one
-                owned = self.leases.owned.get(part)
-                if owned is not None and owned.seen_score == score:
-                    owned.seen_score = None
-                self.stats["unindexed"] += 1
-
-    def flush_unindex(self) -> None:
-        """Take the drained days out of the index when no commit carried them there."""
-        unindex = self._unindex_due()
-        if not unindex:
-            return
-        replies = self.store.scripts.run_pipeline(
-            lambda pipe: self._queue_unindex(pipe, unindex), raise_on_error=False)
-        self._unindexed(unindex, replies)
 
     def _take_prefetched(self, owned: OwnedDay) -> list | None:
         """The commands a watching read brought back, if the batch may use them: they follow

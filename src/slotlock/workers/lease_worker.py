@@ -1,7 +1,7 @@
 """``slotlock worker``: holds fenced leases on days and applies their commands serially.
 
 The loop has the shape of rq's ``Worker.work``: maintain (renew, release idle days,
-sweep for orphaned days, heartbeat, one re-index step), process one batch per day with
+sweep for orphaned days, heartbeat, one re-index step: :mod:`.maintenance`), process one batch per day with
 work, else block on one read of the wake-up stream, the held days' streams and their
 calendars' change streams (:mod:`.wakeups`). The first SIGTERM asks for a warm stop (finish
 the batch in hand, release every lease, wake the other workers); a second one stops at
@@ -11,12 +11,10 @@ commit one batch), :mod:`.failpoints` (test-only, passed in).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
 import signal
-import socket
 import time
 from collections import Counter
 
@@ -25,7 +23,6 @@ import redis
 from ..catalog import Catalog
 from ..config import Settings
 from ..days.index import WorkIndex
-from ..days.keys import WORKERS, worker_alive_key
 from ..days.scripts import Scripts
 from ..days.store import DayStore
 from ..errors import EvictingRedis
@@ -33,14 +30,11 @@ from ..redis_conn import check_eviction_policy, connect, connect_blocking
 from .day_batch import DayBatches
 from .failpoints import Failpoints, fencing_disabled_for_test
 from .leases import LeaseBook, OwnedDay
+from .maintenance import BLOCK_MS, Maintenance
 from .wakeups import Wakeups
 
 log = logging.getLogger("slotlock.worker")
 
-BLOCK_MS = 50  # longest blocking read; also the sweep period for orphaned days
-HEARTBEAT_S = 1.0
-IDLE_CHECK_S = 0.1  # at most this often, a look for held days idle long enough to let go
-REINDEX_S = 1.0  # one incremental step over sl:days for queued days missing from the index
 DAY_ERROR_BACKOFF_S = 5.0  # a day whose batch raised is left alone this long
 
 __all__ = ["LeaseWorker", "OwnedDay", "fencing_disabled_for_test"]
@@ -113,10 +107,10 @@ class LeaseWorker:
         self.started_at = time.time()
         self._stop: str | None = None
         self._waiting = False
-        self._next_sweep = 0.0
-        self._next_heartbeat = 0.0
-        self._next_reindex = 0.0
-        self._next_idle_check = 0.0
+        self.maintenance = Maintenance(settings, self.client, self.scripts, self.index,
+                                       self.leases, self.batches, self.wakeups, self.stats,
+                                       stopping=lambda: bool(self._stop),
+                                       started_at=self.started_at)
 
     @property
     def owned(self) -> dict[str, OwnedDay]:
@@ -208,111 +202,16 @@ class LeaseWorker:
     def _reset_blocking(self) -> None:
         self.blocking.connection_pool.disconnect()
 
-    # -- maintenance ---------------------------------------------------------------------
+    # -- maintenance (workers/maintenance.py) --------------------------------------------
 
     def maintain(self) -> None:
-        now = time.monotonic()
-        self.leases.renew_due(now)
-        if now >= self._next_idle_check:
-            # a look at every held day: a few times per idle period, not on every wake
-            self._next_idle_check = now + min(IDLE_CHECK_S, self.settings.idle_release_ms / 4000)
-            self.batches.flush_unindex()
-            self._release_idle(now)
-        if now >= self._next_sweep:
-            self._next_sweep = now + BLOCK_MS / 1000
-            self.sweep(now)
-        if now >= self._next_heartbeat:
-            self._next_heartbeat = now + HEARTBEAT_S
-            self.heartbeat()
-        if now >= self._next_reindex:
-            self._next_reindex = now + REINDEX_S
-            for part in self.index.reindex_step():
-                log.warning("day %s had queued commands but was missing from the index", part)
-
-    def _release_idle(self, now: float) -> None:
-        """Let go of the days idle for ``SLOTLOCK_IDLE_RELEASE_MS``, in one round trip for
-        all of them: each day's index score, then its release if no command came after its
-        cursor (one script: ``lease_release_idle.lua``). A day released while still in the
-        index of days with work is then taken out if its score did not move (a second
-        round trip, for the few days a commit did not take out already)."""
-        idle = self.settings.idle_release_ms / 1000
-        candidates = []
-        for part, owned in self.owned.items():
-            if owned.dirty or now - owned.last_work < idle:
-                continue
-            if owned.day is None or not owned.lease.held:
-                owned.dirty = True  # our view is stale: read the day again before letting go
-                continue
-            candidates.append((part, owned))
-        if not candidates:
-            return
-
-        def build(pipe) -> None:
-            for _part, owned in candidates:
-                self.index.queue_score(pipe, owned.keys.part)  # before the check
-                owned.lease.queue_release_if_idle(pipe, owned.cursor)
-
-        replies = self.scripts.run_pipeline(build, raise_on_error=False)
-        indexed = []
-        for i, (part, owned) in enumerate(candidates):
-            score, result = replies[2 * i], replies[2 * i + 1]
-            if isinstance(result, Exception) or isinstance(score, Exception):
-                log.warning("could not let go of idle %s (%s); trying again", part,
-                            result if isinstance(result, Exception) else score)
-                continue
-            if int(result) == 0:
-                owned.dirty = True  # a command came: decide it first
-            elif int(result) < 0:
-                self.stats["leases_lost"] += 1
-                log.warning("lost lease of %s: expired or passed to another worker", part)
-                self.leases.drop(part)
-            else:
-                self.leases.forget(part)
-                owned.lease.released()
-                self.stats["released"] += 1
-                if score is not None:
-                    indexed.append((part, score))
-        if indexed:
-            # after the release: a command appended since moved the score, and stays
-            self.scripts.run_pipeline(lambda pipe: [
-                self.index.queue_remove_if_unchanged(pipe, part, score)
-                for part, score in indexed], raise_on_error=False)
-        log.debug("let go of idle days: %d candidates", len(candidates))
+        self.maintenance.run(time.monotonic())
 
     def sweep(self, now: float) -> None:
-        """Look at the index of days with work: take orphans, notice missed wake-ups (the
-        wake-up stream is capped). Held days that a read watches need no look."""
-        orphans = []
-        for part, score in self.index.active():
-            owned = self.owned.get(part)
-            if owned is not None:
-                if owned.seen_score != score and part not in self.wakeups.watching:
-                    owned.dirty = True
-                owned.seen_score = score
-                continue
-            if self.retry_at.get(part, 0.0) <= now and not self._stop:
-                orphans.append(part)
-        if orphans:
-            self.leases.try_acquire_many(orphans, now)  # one round trip for all of them
+        self.maintenance.sweep(now)
 
     def heartbeat(self, alive: bool = True) -> None:
-        status = {
-            "alive": alive,
-            "id": self.holder,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started_at": self.started_at,
-            "seen_at": time.time(),
-            "days": {part: o.lease.token for part, o in self.owned.items()},
-            "stats": dict(self.stats),
-        }
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hset(WORKERS, self.holder, json.dumps(status))
-        if alive:
-            pipe.set(worker_alive_key(self.holder), "1", px=self.settings.lease_ttl_ms * 3)
-        else:
-            pipe.delete(worker_alive_key(self.holder))
-        pipe.execute()
+        self.maintenance.heartbeat(alive)
 
     # -- waiting -------------------------------------------------------------------------
 
@@ -322,7 +221,7 @@ class LeaseWorker:
 
     def _block_ms(self) -> int:
         now = time.monotonic()
-        due = [self._next_sweep, self._next_heartbeat]
+        due = [self.maintenance.next_due()]
         renewal = self.leases.next_renewal()
         if renewal is not None:
             due.append(renewal)

@@ -1,0 +1,166 @@
+"""The lease worker's maintenance between batches: renewals, letting go of idle days, the
+sweep of the index of days with work, the heartbeat and one step of the re-index.
+
+Each runs on its own period from :meth:`Maintenance.run`, which the loop calls on every
+turn; none of them holds the loop longer than a round trip or two.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from typing import Callable
+
+import redis
+
+from ..config import Settings
+from ..days.index import WorkIndex
+from ..days.keys import WORKERS, worker_alive_key
+from ..days.scripts import Scripts
+from .day_batch import DayBatches
+from .leases import LeaseBook
+from .wakeups import Wakeups
+
+log = logging.getLogger("slotlock.worker")
+
+BLOCK_MS = 50  # longest blocking read; also the sweep period for orphaned days
+HEARTBEAT_S = 1.0
+IDLE_CHECK_S = 0.1  # at most this often, a look for held days idle long enough to let go
+REINDEX_S = 1.0  # one incremental step over sl:days for queued days missing from the index
+
+
+class Maintenance:
+    def __init__(self, settings: Settings, client: redis.Redis, scripts: Scripts,
+                 index: WorkIndex, leases: LeaseBook, batches: DayBatches, wakeups: Wakeups,
+                 stats: Counter, stopping: Callable[[], bool], started_at: float):
+        self.settings = settings
+        self.client = client
+        self.scripts = scripts
+        self.index = index
+        self.leases = leases
+        self.batches = batches
+        self.wakeups = wakeups
+        self.stats = stats
+        self.stopping = stopping
+        self.started_at = started_at
+        self.next_sweep = 0.0
+        self.next_heartbeat = 0.0
+        self.next_reindex = 0.0
+        self.next_idle_check = 0.0
+
+    def run(self, now: float) -> None:
+        self.leases.renew_due(now)
+        if now >= self.next_idle_check:
+            # a look at every held day: a few times per idle period, not on every wake
+            self.next_idle_check = now + min(IDLE_CHECK_S, self.settings.idle_release_ms / 4000)
+            self.batches.drained.flush()
+            self.release_idle(now)
+        if now >= self.next_sweep:
+            self.next_sweep = now + BLOCK_MS / 1000
+            self.sweep(now)
+        if now >= self.next_heartbeat:
+            self.next_heartbeat = now + HEARTBEAT_S
+            self.heartbeat()
+        if now >= self.next_reindex:
+            self.next_reindex = now + REINDEX_S
+            for part in self.index.reindex_step():
+                log.warning("day %s had queued commands but was missing from the index", part)
+
+    def next_due(self) -> float:
+        """The next moment a periodic step is due (the blocking read waits no longer)."""
+        return min(self.next_sweep, self.next_heartbeat)
+
+    def release_idle(self, now: float) -> None:
+        """Let go of the days idle for ``SLOTLOCK_IDLE_RELEASE_MS``: one round trip reads
+        their scores in the index of days with work; a second one, for each day, takes it
+        out of the index if its score did not move (only while our grant is well clear of
+        its expiry, as for a drained day: ``DayBatches``), then releases its lease if no
+        command came after our cursor (``lease_release_idle.lua``: the check and the release
+        are one step). A command appended before the removal moved the score (kept); one
+        appended between the removal and the release put the day back in the index and is
+        seen by the script (kept, and read); one appended after finds the lease free, the
+        day indexed and a wake-up posted."""
+        idle = self.settings.idle_release_ms / 1000
+        candidates = []
+        for part, owned in self.leases.owned.items():
+            if owned.dirty or now - owned.last_work < idle:
+                continue
+            if owned.day is None or not owned.lease.held:
+                owned.dirty = True  # our view is stale: read the day again before letting go
+                continue
+            candidates.append((part, owned))
+        if not candidates:
+            return
+        scores = self.scripts.run_pipeline(
+            lambda pipe: [self.index.queue_score(pipe, part) for part, _ in candidates],
+            raise_on_error=False)
+        margin = self.settings.lease_ttl_ms / 4000
+        removals = {part: score for (part, owned), score in zip(candidates, scores)
+                    if score is not None and not isinstance(score, Exception)
+                    and self.leases.held_clear_of_expiry(owned, time.monotonic(), margin)}
+
+        def build(pipe) -> None:
+            for part, owned in candidates:
+                if part in removals:
+                    self.index.queue_remove_if_unchanged(pipe, part, removals[part])
+                owned.lease.queue_release_if_idle(pipe, owned.cursor)
+
+        replies = self.scripts.run_pipeline(build, raise_on_error=False)
+        at = 0
+        for part, owned in candidates:
+            if part in removals:
+                at += 1  # the removal's reply: kept or not, the release decides
+            result = replies[at]
+            at += 1
+            if isinstance(result, Exception):
+                log.warning("could not let go of idle %s (%s); trying again", part, result)
+            elif int(result) == 0:
+                owned.dirty = True  # a command came: decide it first
+            elif int(result) < 0:
+                self.stats["leases_lost"] += 1
+                log.warning("lost lease of %s: expired or passed to another worker", part)
+                self.leases.drop(part)
+            else:
+                self.leases.forget(part)
+                owned.lease.released()
+                self.stats["released"] += 1
+
+    def sweep(self, now: float) -> None:
+        """Look at the index of days with work: take orphans, notice missed wake-ups (the
+        wake-up stream is capped). Held days that a read watches need no look."""
+        orphans = []
+        for part, score in self.index.active():
+            owned = self.leases.owned.get(part)
+            if owned is not None:
+                if owned.seen_score != score and part not in self.wakeups.watching:
+                    owned.dirty = True
+                owned.seen_score = score
+                continue
+            if self.leases.retry_at.get(part, 0.0) <= now and not self.stopping():
+                orphans.append(part)
+        if orphans:
+            self.leases.try_acquire_many(orphans, now)  # one round trip for all of them
+
+    def heartbeat(self, alive: bool = True) -> None:
+        status = {
+            "alive": alive,
+            "id": self.leases.holder,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_at": self.started_at,
+            "seen_at": time.time(),
+            "days": {part: o.lease.token for part, o in self.leases.owned.items()},
+            "stats": dict(self.stats),
+        }
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(WORKERS, self.leases.holder, json.dumps(status))
+        if alive:
+            pipe.set(worker_alive_key(self.leases.holder), "1",
+                     px=self.settings.lease_ttl_ms * 3)
+        else:
+            pipe.delete(worker_alive_key(self.leases.holder))
+        pipe.execute()
