@@ -269,6 +269,22 @@ def test_a_publish_job_orphaned_by_a_dead_work_horse_is_replaced(rq_ctx):
     assert not jobs.enqueue_publish(rq_ctx, part, head)  # once per interval
 
 
+def test_a_publish_job_dequeued_by_a_worker_that_died_before_starting_it_is_replaced(
+        rq_ctx):
+    """Found by CI's short chaos run (35 events of one day never arrived): rq 2 dequeues a
+    job by moving it to an intermediate list and marks it started in the work horse; the
+    rq worker died of a killed Redis connection in between, leaving the job "queued" but in
+    no queue until rq's maintenance a minute later, and the ticker took "queued" for "it
+    will run"."""
+    part, head = "main:2030-01-01", "head-event"
+    assert jobs.enqueue_publish(rq_ctx, part, head)
+    queue = jobs.queue(rq_ctx)
+    assert not jobs.enqueue_publish(rq_ctx, part, head)  # queued: it will run
+    rq_ctx.rq.lmove(queue.key, queue.intermediate_queue_key)  # what rq's dequeue does
+    assert jobs.enqueue_publish(rq_ctx, part, head)  # in no queue: replaced
+    assert not jobs.enqueue_publish(rq_ctx, part, head)  # once per interval
+
+
 def test_a_publish_retry_stranded_by_a_dead_rq_scheduler_is_replaced(rq_ctx):
     """Found by CI's short chaos run (51 events of one day never arrived): a delivery refused
     with a 503 is scheduled for a retry; a Redis error then killed rq's scheduler process,

@@ -389,7 +389,8 @@ def test_a_drained_day_stays_indexed_once_its_lease_may_have_lapsed(settings, cl
     worker.sweep(time.monotonic())
     assert worker.process_days()
     worker.leases.drop(part)  # lost (e.g. a renewal refused) before the removal went
-    worker.sweep(time.monotonic())  # and taken again: a new grant of the same day
+    real_redis.delete(DayKeys(part).lease)  # it lapsed
+    worker.sweep(time.monotonic())  # and the day is taken again: a new grant
     assert part in worker.owned and worker.owned[part].lease.held
     worker.batches.drained.flush()
     assert real_redis.zscore(ACTIVE, part) == 2.0
@@ -459,7 +460,7 @@ def test_an_idle_day_is_let_go_of_only_with_nothing_after_its_cursor(settings, c
     assert real_redis.get(DayKeys(parts[2]).lease) is None
     assert real_redis.zscore(ACTIVE, parts[2]) is None
     assert real_redis.zscore(ACTIVE, parts[0]) is not None
-    assert real_redis.zscore(ACTIVE, parts[1]) is not None  # not ours: not ours to take out
+    assert real_redis.get(DayKeys(parts[1]).lease) == "99:someone:else"  # left alone
     assert worker.process_days()
     assert client.wait(late, 1000)["status"] == "accepted"
     worker.shutdown()

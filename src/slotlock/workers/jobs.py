@@ -176,6 +176,8 @@ def enqueue_publish(ctx: Context, part: str, head: str) -> bool:
 
     - "started" by a work horse that died with Redis or SIGKILL (rq marks it failed only
       after its timeout);
+    - "queued" but in no queue: dequeued by an rq worker that died before its work horse
+      started the job (rq's maintenance puts it back a minute later);
     - "scheduled" for a retry more than ``STALLED_AFTER_S`` ago: rq's scheduler process
       dies on a Redis error and its worker restarts it only at its next maintenance;
     - "failed" after its last retry (kept for its failure TTL): deliveries go on.
@@ -203,6 +205,12 @@ def _stalled(ctx: Context, job_id: str) -> bool:
             refresh=True)
     except NoSuchJobError:
         return False  # gone since: the next tick enqueues it under its own id
+    if status == JobStatus.QUEUED:
+        # rq 2 dequeues by moving a job to an intermediate list and marks it started in
+        # the work horse: a worker that died in between leaves it "queued" in no queue
+        # until its maintenance (a minute); a job just taken by a live worker is replaced
+        # too, which is harmless (see above)
+        return queue(ctx).get_job_position(job_id) is None
     if status in WILL_RUN:
         return False
     if status == JobStatus.SCHEDULED:

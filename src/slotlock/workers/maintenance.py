@@ -75,15 +75,16 @@ class Maintenance:
         return min(self.next_sweep, self.next_heartbeat)
 
     def release_idle(self, now: float) -> None:
-        """Let go of the days idle for ``SLOTLOCK_IDLE_RELEASE_MS``: one round trip reads
-        their scores in the index of days with work; a second one, for each day, takes it
+        """Let go of the days idle for ``SLOTLOCK_IDLE_RELEASE_MS``, in two round trips for
+        all of them. The first reads each day's score in the index of days with work, then
+        looks for a command after our cursor; for each day with none, the second takes it
         out of the index if its score did not move (only while our grant is well clear of
-        its expiry, as for a drained day: ``DayBatches``), then releases its lease if no
-        command came after our cursor (``lease_release_idle.lua``: the check and the release
-        are one step). A command appended before the removal moved the score (kept); one
-        appended between the removal and the release put the day back in the index and is
-        seen by the script (kept, and read); one appended after finds the lease free, the
-        day indexed and a wake-up posted."""
+        its expiry, as for a drained day: ``DrainedDays``), then releases its lease if still
+        no command came after our cursor (``lease_release_idle.lua``: the check and the
+        release are one step). A command appended after the first look moved the score (the
+        day stays indexed); one appended between the removal and the release put the day
+        back and is seen by the script (the lease is kept and the day read); one appended
+        after finds the lease free, the day indexed and a wake-up posted."""
         idle = self.settings.idle_release_ms / 1000
         candidates = []
         for part, owned in self.leases.owned.items():
@@ -95,23 +96,38 @@ class Maintenance:
             candidates.append((part, owned))
         if not candidates:
             return
-        scores = self.scripts.run_pipeline(
-            lambda pipe: [self.index.queue_score(pipe, part) for part, _ in candidates],
-            raise_on_error=False)
+
+        def look(pipe) -> None:
+            for part, owned in candidates:
+                self.index.queue_score(pipe, part)  # before the look at the commands
+                self.batches.store.queue_read_commands(pipe, owned.keys, owned.cursor, 1)
+
+        looked = self.scripts.run_pipeline(look, raise_on_error=False)
         margin = self.settings.lease_ttl_ms / 4000
-        removals = {part: score for (part, owned), score in zip(candidates, scores)
-                    if score is not None and not isinstance(score, Exception)
-                    and self.leases.held_clear_of_expiry(owned, time.monotonic(), margin)}
+        removals, drained = {}, []
+        for i, (part, owned) in enumerate(candidates):
+            score, entries = looked[2 * i], looked[2 * i + 1]
+            if isinstance(entries, Exception):
+                continue  # looked at again at the next idle check
+            if entries:
+                owned.dirty = True  # a command came: decide it first
+                continue
+            drained.append((part, owned))
+            if (score is not None and not isinstance(score, Exception)
+                    and self.leases.held_clear_of_expiry(owned, time.monotonic(), margin)):
+                removals[part] = score
+        if not drained:
+            return
 
         def build(pipe) -> None:
-            for part, owned in candidates:
+            for part, owned in drained:
                 if part in removals:
                     self.index.queue_remove_if_unchanged(pipe, part, removals[part])
                 owned.lease.queue_release_if_idle(pipe, owned.cursor)
 
         replies = self.scripts.run_pipeline(build, raise_on_error=False)
         at = 0
-        for part, owned in candidates:
+        for part, owned in drained:
             if part in removals:
                 at += 1  # the removal's reply: kept or not, the release decides
             result = replies[at]
