@@ -36,6 +36,7 @@ from .wakeups import Wakeups
 log = logging.getLogger("slotlock.worker")
 
 DAY_ERROR_BACKOFF_S = 5.0  # a day whose batch raised is left alone this long
+PASS_BUDGET = 0.25  # of the renewal interval: the longest a pass decides before renewals
 
 __all__ = ["LeaseWorker", "OwnedDay", "fencing_disabled_for_test"]
 
@@ -244,13 +245,29 @@ class LeaseWorker:
     # -- applying ------------------------------------------------------------------------
 
     def process_days(self) -> bool:
-        """Decide a batch of every dirty day, then commit them all in one round trip."""
+        """Decide a batch of every dirty day, then commit them all in one round trip.
+
+        A pass is cut short after ``PASS_BUDGET`` of the renewal interval (the days left
+        stay dirty for the next pass, which comes after the renewals), and a day whose lease
+        is within a quarter TTL of its expiry by our own clock is left for the renewal to
+        come first: a slow pass never makes a lease lapse under a batch in hand. Days that
+        worked least lately go first, so a cut pass starves nobody."""
+        started = time.monotonic()
+        budget = self.settings.renew_interval_ms / 1000 * PASS_BUDGET
+        margin = self.settings.lease_ttl_ms / 4000
         decided = []
-        for part, owned in self.leases.dirty_days():
+        for part, owned in sorted(self.leases.dirty_days(), key=lambda d: d[1].last_work):
             if self.owned.get(part) is not owned or not owned.dirty:
                 continue  # let go of while an earlier day was processed
             if self._stop and decided:
                 break  # warm stop: finish what is in hand, leave the rest to a successor
+            now = time.monotonic()
+            if decided and now - started > budget:
+                self.stats["passes_cut"] += 1
+                break  # the renewals first; the days left stay dirty
+            if owned.lease.expires_at - now < margin:
+                self.stats["deferred_near_expiry"] += 1
+                continue  # renewed (or found lost) by the next maintenance pass first
             try:
                 batch = self.batches.decide(part, owned)
             except (redis.ConnectionError, redis.TimeoutError, OSError, _Wake):
