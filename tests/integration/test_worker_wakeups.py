@@ -558,3 +558,67 @@ def test_acquisitions_of_two_calendars_drop_only_the_changed_calendars_reads(
     assert len(worker.batches._calendars) == 2  # main, and other's new revision
     assert len(parsed) == 4
     worker.shutdown()
+
+
+def test_a_score_read_before_the_day_was_taken_out_is_not_used_again(settings, client,
+                                                                      real_redis,
+                                                                      monkeypatch):
+    """A submitter's append and its index bump reach Redis apart: a batch reads the score
+    (2) with a command whose bump has not landed, and the same round trip as its commit
+    takes the day out at 2 (an earlier drain). The late bump puts it back at 1, the next
+    command at 2: a removal recorded at 2 would take the day out with that command
+    queued."""
+    from slotlock.days.keys import ACTIVE, DayKeys
+    from slotlock.workers.lease_worker import LeaseWorker
+
+    part = DayKeys.of("main", DAY).part
+    client.book("ann", "main", at(8), at(9), "x", wait_ms=0)
+    client.book("ann", "main", at(9), at(10), "x", wait_ms=0)
+    worker = LeaseWorker(settings)
+    worker.sweep(time.monotonic())
+    assert worker.process_days()
+    assert worker.batches.drained.pending[part][1] == 2.0
+    mark = client.index.mark
+    monkeypatch.setattr(client.index, "mark", lambda part, pipe=None: None)
+    late = client.book("ann", "main", at(10), at(11), "x", wait_ms=0).command_id  # no bump yet
+    monkeypatch.setattr(client.index, "mark", mark)
+    worker.owned[part].dirty = True
+    assert worker.process_days()  # reads score 2 with it; its commit takes the day out at 2
+    assert client.wait(late, 1000)["status"] == "accepted"
+    assert real_redis.zscore(ACTIVE, part) is None
+    client.index.mark(part)  # the late bump: back at 1
+    queued = client.book("ann", "main", at(11), at(12), "x", wait_ms=0).command_id  # 2
+    worker.batches.drained.flush()
+    assert real_redis.zscore(ACTIVE, part) == 2.0  # still indexed, with its command queued
+    worker.wait_for_work()
+    assert worker.process_days()
+    assert client.wait(queued, 1000)["status"] == "accepted"
+    worker.shutdown()
+
+
+def test_a_release_round_trip_that_fails_forgets_its_days(settings, client, real_redis):
+    """Redis may have run the releases of a round trip that raised: the worker forgets
+    those days rather than hold on to leases that may be free."""
+    import redis
+
+    from slotlock.workers.lease_worker import LeaseWorker
+
+    client.book("ann", "main", at(8), at(9), "x", wait_ms=0)
+    worker = LeaseWorker(settings)
+    worker.sweep(time.monotonic())
+    assert worker.process_days()
+    run_pipeline, calls = worker.scripts.run_pipeline, []
+
+    def release_then_fail(build, **kwargs):
+        calls.append(build)
+        replies = run_pipeline(build, **kwargs)
+        if len(calls) == 2:
+            raise redis.ConnectionError("connection lost after the releases ran")
+        return replies
+
+    worker.scripts.run_pipeline = release_then_fail
+    with pytest.raises(redis.ConnectionError):
+        worker.maintenance.release_idle(time.monotonic() + 3600)
+    worker.scripts.run_pipeline = run_pipeline
+    assert not worker.owned
+    worker.shutdown()

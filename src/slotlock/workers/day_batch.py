@@ -136,9 +136,11 @@ class DayBatches:
 
         unindex = self.drained.due()
         replies = self.store.scripts.run_pipeline(build, raise_on_error=False)
-        self.drained.took(unindex, replies[len(replies) - len(unindex):])
+        taken_out = self.drained.took(unindex, replies[len(replies) - len(unindex):])
         applied = 0
         for d, result in zip(decided, replies):
+            if d.part in taken_out:
+                d.score = None  # read before the day was taken out: it may be back at it
             applied += self._committed(d, result, on_error)
         wake_reply = replies[len(decided)]  # after the commits are taken in: it may acquire
         if not isinstance(wake_reply, Exception):

@@ -44,7 +44,9 @@ class DrainedDays:
         that drained them, with a lease well clear of its expiry. The compare is on the
         score alone, and a day taken out and put back starts again at 1: while we hold the
         day nobody else takes it out, so its score only grows; once our lease may have
-        lapsed, another holder may have, and an old score could match a new command's."""
+        lapsed, another holder may have, and an old score could match a new command's.
+        (This worker takes days out too: a score read before one of its removals is never
+        recorded here, see ``took``.)"""
         due, margin = [], self.settings.lease_ttl_ms / 4000
         now = time.monotonic()
         for part, (owned, score) in self.pending.items():
@@ -59,7 +61,11 @@ class DrainedDays:
         for part, score in due:
             self.index.queue_remove_if_unchanged(pipe, part, score)
 
-    def took(self, due: list[tuple[str, float]], replies: list) -> None:
+    def took(self, due: list[tuple[str, float]], replies: list) -> set[str]:
+        """Take in the removals' replies; the days taken out. A score read before a day was
+        taken out says nothing of the commands after: the day may be back in the index at
+        that same score (``DayBatches.commit`` does not record it)."""
+        out = set()
         for (part, score), removed in zip(due, replies):
             if isinstance(removed, Exception):
                 log.warning("could not take %s out of the index (%s); the sweep will look "
@@ -70,6 +76,8 @@ class DrainedDays:
                 if owned is not None and owned.seen_score == score:
                     owned.seen_score = None
                 self.stats["unindexed"] += 1
+                out.add(part)
+        return out
 
     def flush(self) -> None:
         """Take the drained days out of the index when no commit carried them there."""

@@ -176,8 +176,8 @@ def enqueue_publish(ctx: Context, part: str, head: str) -> bool:
 
     - "started" by a work horse that died with Redis or SIGKILL (rq marks it failed only
       after its timeout);
-    - "queued" but in no queue: dequeued by an rq worker that died before its work horse
-      started the job (rq's maintenance puts it back a minute later);
+    - "queued" but on rq's intermediate list: dequeued by an rq worker that died before
+      its work horse started the job (rq's maintenance fails it one to two minutes later);
     - "scheduled" for a retry more than ``STALLED_AFTER_S`` ago: rq's scheduler process
       dies on a Redis error and its worker restarts it only at its next maintenance;
     - "failed" after its last retry (kept for its failure TTL): deliveries go on.
@@ -207,10 +207,11 @@ def _stalled(ctx: Context, job_id: str) -> bool:
         return False  # gone since: the next tick enqueues it under its own id
     if status == JobStatus.QUEUED:
         # rq 2 dequeues by moving a job to an intermediate list and marks it started in
-        # the work horse: a worker that died in between leaves it "queued" in no queue
-        # until its maintenance (a minute); a job just taken by a live worker is replaced
-        # too, which is harmless (see above)
-        return queue(ctx).get_job_position(job_id) is None
+        # the work horse: a worker that died in between leaves it "queued" on that list
+        # until its maintenance fails it (one to two minutes); a job just taken by a live
+        # worker is replaced too, which is harmless (see above). The intermediate list is
+        # short; the queue itself is not searched.
+        return ctx.rq.lpos(queue(ctx).intermediate_queue_key, job_id) is not None
     if status in WILL_RUN:
         return False
     if status == JobStatus.SCHEDULED:

@@ -125,7 +125,14 @@ class Maintenance:
                     self.index.queue_remove_if_unchanged(pipe, part, removals[part])
                 owned.lease.queue_release_if_idle(pipe, owned.cursor)
 
-        replies = self.scripts.run_pipeline(build, raise_on_error=False)
+        try:
+            replies = self.scripts.run_pipeline(build, raise_on_error=False)
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            # Redis may have run the releases: forget the days rather than hold on to
+            # leases that may be free (those not released lapse after the TTL)
+            for part, _owned in drained:
+                self.leases.forget(part)
+            raise
         at = 0
         for part, owned in drained:
             if part in removals:
