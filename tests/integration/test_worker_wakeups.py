@@ -622,3 +622,32 @@ def test_a_release_round_trip_that_fails_forgets_its_days(settings, client, real
     worker.scripts.run_pipeline = run_pipeline
     assert not worker.owned
     worker.shutdown()
+
+
+def test_a_day_of_an_unknown_calendar_is_let_go_of_and_tried_again_later(settings, client,
+                                                                          real_redis):
+    """A day whose calendar is missing (a key lost outside slotlock) keeps its commands
+    queued; the worker lets go of it and tries again after a while, instead of holding it
+    and reading it again at every idle check."""
+    from slotlock.days.keys import DayKeys
+    from slotlock.workers.day_batch import UNKNOWN_CALENDAR_RETRY_S
+    from slotlock.workers.lease_worker import LeaseWorker
+
+    part = DayKeys.of("main", DAY).part
+    cid = client.book("ann", "main", at(8), at(9), "x", wait_ms=0).command_id
+    raw = real_redis.get(calendar_key("main"))
+    real_redis.delete(calendar_key("main"))
+    worker = LeaseWorker(settings)
+    worker.sweep(time.monotonic())
+    assert part not in worker.owned and worker.stats["unknown_calendar"] == 1
+    assert worker.retry_at[part] > time.monotonic() + UNKNOWN_CALENDAR_RETRY_S - 1
+    assert real_redis.get(DayKeys(part).lease) is None
+    assert client.status(cid)["status"] == "pending"
+    worker.sweep(time.monotonic())  # not yet
+    assert part not in worker.owned
+    real_redis.set(calendar_key("main"), raw)
+    worker.retry_at[part] = 0.0  # as if the wait were over
+    worker.sweep(time.monotonic())
+    assert worker.process_days()
+    assert client.wait(cid, 1000)["status"] == "accepted"
+    worker.shutdown()

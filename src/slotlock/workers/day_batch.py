@@ -29,6 +29,7 @@ from .wakeups import Wakeups
 
 log = logging.getLogger("slotlock.worker")
 
+UNKNOWN_CALENDAR_RETRY_S = 5.0  # a day whose calendar is missing is tried again this late
 CALENDARS_KEPT = 256  # parsed calendars kept, by their stored JSON
 NOTE_EVERY_S = 1.0  # at most this often per day: tell the jobs of its commits
 
@@ -303,9 +304,18 @@ class DayBatches:
         the entries, or ``None`` if the day cannot be decided now."""
         calendar_id, day = split_partition(part)
         if not calendar_raw:
-            log.error("commands for unknown calendar %s; leaving them queued", calendar_id)
-            owned.day = None  # read again when its lease is let go of for idleness
+            # let go of the day and try it again later: holding it, the worker read it
+            # again at every idle check, forever
+            log.error("commands for unknown calendar %s; leaving them queued and letting "
+                      "%s go for %.0f s", calendar_id, part, UNKNOWN_CALENDAR_RETRY_S)
+            self.stats["unknown_calendar"] += 1
+            owned.day, owned.prefetched, owned.read_score = None, None, None
             owned.dirty = False
+            self.leases.drop(part, retry_in_s=UNKNOWN_CALENDAR_RETRY_S)
+            try:
+                owned.lease.release()
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                pass  # it lapses after the TTL
             return None
         owned.change_id, owned.calendar_stale = Catalog.change_id(change_reply), False
         if state_raw is not None:
