@@ -47,10 +47,10 @@ class DrainedDays:
         lapsed, another holder may have, and an old score could match a new command's.
         (This worker takes days out too: a score read before one of its removals is never
         recorded here, see ``took``.)"""
-        due, margin = [], self.settings.lease_ttl_ms / 4000
+        due = []
         now = time.monotonic()
         for part, (owned, score) in self.pending.items():
-            if self.leases.held_clear_of_expiry(owned, now, margin):
+            if self.leases.held_clear_of_expiry(owned, now):
                 due.append((part, score))
             else:
                 self.stats["unindex_skipped"] += 1

@@ -254,7 +254,6 @@ class LeaseWorker:
         worked least lately go first, so a cut pass starves nobody."""
         started = time.monotonic()
         budget = self.settings.renew_interval_ms / 1000 * PASS_BUDGET
-        margin = self.settings.lease_ttl_ms / 4000
         decided = []
         for part, owned in sorted(self.leases.dirty_days(), key=lambda d: d[1].last_work):
             if self.owned.get(part) is not owned or not owned.dirty:
@@ -265,7 +264,7 @@ class LeaseWorker:
             if decided and now - started > budget:
                 self.stats["passes_cut"] += 1
                 break  # the renewals first; the days left stay dirty
-            if owned.lease.expires_at - now < margin:
+            if self.leases.near_expiry(owned, now):
                 self.stats["deferred_near_expiry"] += 1
                 continue  # renewed (or found lost) by the next maintenance pass first
             try:

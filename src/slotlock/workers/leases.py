@@ -207,12 +207,19 @@ class LeaseBook:
         self._next_renewal = min((o.renew_at for o in self.owned.values()),
                                  default=float("inf"))
 
-    def held_clear_of_expiry(self, owned: OwnedDay, now: float, margin: float) -> bool:
-        """``owned`` is still the book's grant of its day, with more than ``margin`` seconds
-        left before its lease may lapse (by our own, conservative clock): nobody else can
-        hold the day yet."""
+    @property
+    def expiry_margin_s(self) -> float:
+        """How far from its expiry (by our own clock) a lease must be to be acted under."""
+        return self.ttl_ms / 4000
+
+    def near_expiry(self, owned: OwnedDay, now: float) -> bool:
+        return owned.lease.expires_at - now < self.expiry_margin_s
+
+    def held_clear_of_expiry(self, owned: OwnedDay, now: float) -> bool:
+        """``owned`` is still the book's grant of its day, its lease not near expiry:
+        nobody else can hold the day yet."""
         return (self.owned.get(owned.keys.part) is owned and owned.lease.held
-                and owned.lease.expires_at - now > margin)
+                and not self.near_expiry(owned, now))
 
     def next_renewal(self) -> float | None:
         return None if self._next_renewal == float("inf") else self._next_renewal

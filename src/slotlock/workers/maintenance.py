@@ -103,7 +103,6 @@ class Maintenance:
                 self.batches.store.queue_read_commands(pipe, owned.keys, owned.cursor, 1)
 
         looked = self.scripts.run_pipeline(look, raise_on_error=False)
-        margin = self.settings.lease_ttl_ms / 4000
         removals, drained = {}, []
         for i, (part, owned) in enumerate(candidates):
             score, entries = looked[2 * i], looked[2 * i + 1]
@@ -114,7 +113,7 @@ class Maintenance:
                 continue
             drained.append((part, owned))
             if (score is not None and not isinstance(score, Exception)
-                    and self.leases.held_clear_of_expiry(owned, time.monotonic(), margin)):
+                    and self.leases.held_clear_of_expiry(owned, time.monotonic())):
                 removals[part] = score
         if not drained:
             return

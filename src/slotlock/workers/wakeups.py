@@ -99,11 +99,6 @@ class Wakeups:
         streams, watched = self.prepare()
         self.take(self.fetch(streams, block_ms), watched)
 
-    def take(self, reply, watched: dict) -> None:
-        """Take in a reply of ``fetch``: kept apart so that a signal may cut the wait short
-        (the lease worker's ``_Wake``) but never what follows it."""
-        self._take(reply, watched)
-
     def fetch(self, streams: dict[str, str], block_ms: int | None):
         """The ``XREAD`` of ``read``, of the streams ``prepare`` named."""
         if block_ms is None:
@@ -134,9 +129,11 @@ class Wakeups:
         pipe.xread({READY: self._start_id()}, count=WAKE_COUNT)
 
     def took(self, reply) -> None:
-        self._take(reply, {})
+        self.take(reply, {})
 
-    def _take(self, reply, watched: dict[str, OwnedDay]) -> None:
+    def take(self, reply, watched: dict) -> None:
+        """Take in a reply of ``fetch`` (kept apart so that a signal may cut the wait short,
+        the lease worker's ``_Wake``, but never what follows it)."""
         now = time.monotonic()
         for stream, entries in reply or ():
             if stream == READY:
