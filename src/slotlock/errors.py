@@ -50,7 +50,25 @@ class UnknownCalendar(SlotlockError):
         self.calendar_id = calendar_id
 
 
-class EvictingRedis(SlotlockError):
+class UnsuitableRedis(SlotlockError):
+    """The Redis configured is one slotlock refuses to run on (the process does not start)."""
+
+
+class ClusterUnsupported(UnsuitableRedis):
+    """The Redis configured is a Redis Cluster, which slotlock does not run on yet."""
+
+    def __init__(self, detected: bool):
+        how = ("the server says it is a Redis Cluster (INFO cluster: cluster_enabled:1)"
+               if detected else "SLOTLOCK_REDIS_CLUSTER=on")
+        super().__init__(
+            f"{how}, and slotlock does not run on Redis Cluster yet: its wake-up read, "
+            "index of days with work, calendar and user transactions and rq's queues span "
+            "hash slots (docs/cluster.md lists what is missing). Use a single Redis primary "
+            "(with replicas and SLOTLOCK_WAIT_REPLICAS for failover).")
+        self.detected = detected
+
+
+class EvictingRedis(UnsuitableRedis):
     """Redis runs with a maxmemory-policy that may evict slotlock's keys."""
 
     def __init__(self, policy: str):

@@ -32,6 +32,34 @@ def connect_blocking(url: str, *, block_ms: int, timeout_ms: int = 2000) -> redi
 SAFE_POLICIES = ("noeviction",)
 
 
+def is_cluster(client: redis.Redis) -> bool:
+    """True if the server is a node of a Redis Cluster (``INFO cluster``)."""
+    return str(client.info("cluster").get("cluster_enabled", 0)) == "1"
+
+
+def check_not_cluster(client: redis.Redis, mode: str) -> None:
+    """Refuse a Redis Cluster (``ClusterUnsupported``) unless ``mode`` is ``off``
+    (``SLOTLOCK_REDIS_CLUSTER``): on a cluster, commands for keys of other nodes fail
+    (MOVED) and the ones that span slots cannot run, so a process would half work.
+    Connection errors propagate."""
+    from .errors import ClusterUnsupported
+
+    if mode == "off":
+        return
+    if mode == "on":
+        raise ClusterUnsupported(detected=False)
+    if is_cluster(client):
+        raise ClusterUnsupported(detected=True)
+
+
+def check_server(client: redis.Redis, settings) -> None:
+    """Every check a process makes of its Redis before it starts work: not a cluster (see
+    ``check_not_cluster``), and no eviction (``check_eviction_policy``). Raises a
+    ``UnsuitableRedis``; connection errors propagate."""
+    check_not_cluster(client, settings.redis_cluster)
+    check_eviction_policy(client, allow=settings.allow_eviction)
+
+
 def check_eviction_policy(client: redis.Redis, *, allow: bool) -> str:
     """Refuse a Redis that may evict keys: an evicted lease, fence counter or queued command
     breaks fencing or loses work. Returns the policy; raises ``EvictingRedis`` unless it is

@@ -7,7 +7,8 @@ import redis
 from pydantic import ValidationError
 
 from ..config import Settings, redacted_url
-from ..redis_conn import connect
+from ..errors import ClusterUnsupported
+from ..redis_conn import check_not_cluster, connect
 
 
 def settings_or_exit(**overrides) -> Settings:
@@ -21,11 +22,15 @@ def settings_or_exit(**overrides) -> Settings:
 
 
 def redis_or_exit(settings: Settings) -> redis.Redis:
+    """A client of the configured Redis, which answers and is not a Redis Cluster."""
     client = connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms)
     try:
         client.ping()
+        check_not_cluster(client, settings.redis_cluster)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise click.ClickException(f"Redis at {redacted_url(settings.redis_url)} is unreachable: {exc}") from exc
+    except ClusterUnsupported as exc:
+        raise click.ClickException(str(exc)) from exc
     return client
 
 

@@ -16,7 +16,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..config import Settings
 from ..days.keys import DEV_SECRET_KEY, RATE_LIMIT_PREFIX
-from ..redis_conn import check_eviction_policy, connect
+from ..redis_conn import check_server, connect
 from . import api, errors, health, ui
 from .auth import client_address_key
 from .fastlane import FastLane
@@ -58,12 +58,13 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
 
 
 def _refuse_evicting_redis(settings: Settings) -> None:
-    """A web process does not start on a Redis that may evict keys (``EvictingRedis``). If
-    Redis does not answer yet, the process starts (``/readyz`` says 503) and the lease
-    workers, which check too, refuse to apply anything on such a Redis."""
+    """A web process does not start on a Redis that may evict keys (``EvictingRedis``) or
+    on a Redis Cluster (``ClusterUnsupported``). If Redis does not answer yet, the process
+    starts (``/readyz`` says 503) and the lease workers, which check too, refuse to apply
+    anything on such a Redis."""
     client = connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms)
     try:
-        check_eviction_policy(client, allow=settings.allow_eviction)
+        check_server(client, settings)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         log.warning("Redis unreachable at start-up (%s); its maxmemory-policy is checked by "
                     "the workers", exc)

@@ -25,8 +25,8 @@ from ..config import Settings
 from ..days.index import WorkIndex
 from ..days.scripts import Scripts
 from ..days.store import DayStore
-from ..errors import EvictingRedis
-from ..redis_conn import check_eviction_policy, connect, connect_blocking
+from ..errors import UnsuitableRedis
+from ..redis_conn import check_server, connect, connect_blocking
 from .day_batch import DayBatches
 from .failpoints import Failpoints, fencing_disabled_for_test
 from .leases import LeaseBook, OwnedDay
@@ -148,7 +148,7 @@ class LeaseWorker:
                     break
                 try:
                     if not policy_checked:
-                        check_eviction_policy(self.client, allow=self.settings.allow_eviction)
+                        check_server(self.client, self.settings)
                         policy_checked = True
                     self.maintain()
                     if not self.process_days():
@@ -156,7 +156,7 @@ class LeaseWorker:
                     backoff.reset()
                 except _Wake:
                     self._reset_blocking()
-                except EvictingRedis as exc:
+                except UnsuitableRedis as exc:
                     log.error("%s", exc)
                     return 2
                 except (redis.RedisError, OSError) as exc:
