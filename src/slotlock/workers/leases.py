@@ -10,6 +10,7 @@ import logging
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from typing import Callable
 
 import redis
 
@@ -38,6 +39,7 @@ class OwnedDay:
     _dirty: bool = True
     renew_at: float = 0.0
     last_work: float = 0.0
+    acquired_at: float = 0.0
     calendar_raw: str | None = None
     calendar_id: str = ""
     change_id: str = "0-0"  # the calendar's last change entry before calendar_raw was read
@@ -86,6 +88,8 @@ class LeaseBook:
         self.retry_at: dict[str, float] = {}  # days held by others: when their lease may lapse
         # reads a day's calendar, state and commands with its acquisition (DayBatches)
         self.reader = None
+        # of the free days about to be taken, those to take (FairShare.admit)
+        self.admit: Callable[[list[str], float], list[str]] | None = None
         # parts whose day may be dirty (a superset: check ``owned[part].dirty``)
         self.dirty_parts: set[str] = set()
         self._next_renewal = float("inf")
@@ -105,6 +109,8 @@ class LeaseBook:
         Returns how many were taken."""
         now = time.monotonic() if now is None else now
         parts = [part for part in dict.fromkeys(parts) if part not in self.owned]
+        if parts and self.admit is not None:
+            parts = self.admit(parts, now)
         if not parts:
             return 0
         reader = self.reader
@@ -168,7 +174,7 @@ class LeaseBook:
         self.retry_at.pop(part, None)
         self.stats["acquired"] += 1
         owned = OwnedDay(lease.keys, lease, renew_at=now + self.renew_s, last_work=now,
-                         calendar_id=split_partition(part)[0], dirty_set=self.dirty_parts)
+                         acquired_at=now, calendar_id=split_partition(part)[0], dirty_set=self.dirty_parts)
         self._next_renewal = min(self._next_renewal, owned.renew_at)
         self.owned[part] = owned
         self.recent[part] = owned

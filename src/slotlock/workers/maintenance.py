@@ -23,6 +23,7 @@ from ..days.keys import WORKERS, worker_alive_key
 from ..days.scripts import Scripts
 from .day_batch import DayBatches
 from .leases import LeaseBook
+from .share import FairShare
 from .wakeups import Wakeups
 
 log = logging.getLogger("slotlock.worker")
@@ -51,6 +52,8 @@ class Maintenance:
         self.next_heartbeat = 0.0
         self.next_reindex = 0.0
         self.next_idle_check = 0.0
+        self.share = FairShare(client, index, leases, stats)
+        leases.admit = self.share.admit
 
     def run(self, now: float) -> None:
         self.leases.renew_due(now)
@@ -185,4 +188,8 @@ class Maintenance:
                      px=self.settings.lease_ttl_ms * 3)
         else:
             pipe.delete(worker_alive_key(self.leases.holder))
-        pipe.execute()
+        self.share.queue_beat(pipe, alive)  # our count of days, and everyone's (share.py)
+        replies = pipe.execute()
+        if alive and not self.stopping():
+            self.share.took_beat(replies[-1])
+            self.share.shed()
