@@ -161,7 +161,12 @@ def publish_job_id(part: str, head: str) -> str:
 
 
 ORPHAN_RETRY_S = 10  # a stalled publish job of one outbox head is replaced this often at most
+# rq's registry cleaning. Not what restarts a dead scheduler (see JobsWorker): rq checks it
+# only when its loop comes round, after a job or an idle dequeue (~7 minutes), so a shorter
+# interval would not make that prompt.
 MAINTENANCE_S = 60
+SCHEDULER_CHECK_S = 1.0  # the ticker looks for a dead rq scheduler process this often
+PUBSUB_WAIT_S = 1.0  # bounds the wait for rq's pubsub thread as a worker quits
 STALLED_AFTER_S = 5  # a retry this far past its time waits for a dead rq scheduler
 WILL_RUN = (JobStatus.QUEUED, JobStatus.DEFERRED)
 
@@ -179,7 +184,9 @@ def enqueue_publish(ctx: Context, part: str, head: str) -> bool:
     - "queued" but on rq's intermediate list: dequeued by an rq worker that died before
       its work horse started the job (rq's maintenance fails it one to two minutes later);
     - "scheduled" for a retry more than ``STALLED_AFTER_S`` ago: rq's scheduler process
-      dies on a Redis error and its worker restarts it only at its next maintenance;
+      dies on a Redis error; the ticker restarts it within seconds (``JobsWorker``), but
+      not while Redis is down, nor while a dead process's lock lasts (another process's
+      scheduler killed with it);
     - "failed" after its last retry (kept for its failure TTL): deliveries go on.
 
     Two publish jobs of one day are harmless: the publish lock serialises them and
@@ -293,6 +300,8 @@ class Ticker:
         self.clock = clock
         self.stopped = threading.Event()
         self.thread: threading.Thread | None = None
+        self.worker: JobsWorker | None = None  # the rq worker at work, whose scheduler it watches
+        self._scheduler_checked = 0.0
 
     def tick(self) -> None:
         now = self.clock()
@@ -300,11 +309,20 @@ class Ticker:
             enqueue_periodic(self.ctx, job, now)
         dispatch_publishes(self.ctx)
 
+    def check_scheduler(self) -> bool:
+        """Every ``SCHEDULER_CHECK_S``: restart the rq worker's scheduler if it died."""
+        worker, now = self.worker, time.monotonic()
+        if worker is None or now - self._scheduler_checked < SCHEDULER_CHECK_S:
+            return False
+        self._scheduler_checked = now
+        return worker.restart_dead_scheduler()
+
     def run(self) -> None:
         poll = self.ctx.settings.notify_poll_ms / 1000
         while not self.stopped.is_set():
             try:
                 self.tick()
+                self.check_scheduler()  # after a tick: Redis answers
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("ticker: redis error (%s); trying again", exc)
             except Exception:
@@ -327,13 +345,84 @@ def stop_asked(worker: HerokuWorker) -> bool:
     return worker._shutdown_requested_date is not None or worker._stop_requested
 
 
-def release_dead_scheduler_lock(ctx: Context, worker: HerokuWorker) -> bool:
+class JobsWorker(HerokuWorker):
+    """rq's Heroku-style worker whose scheduler process is restarted within seconds.
+
+    rq's scheduler process dies on any Redis error (its loop catches none: a refused
+    connection, ``BusyLoadingError`` while redis-server loads after a restart) and rq
+    restarts it only in its worker's maintenance, which runs when the worker's loop comes
+    round (after a job, or when an idle dequeue times out: ~7 minutes) and at most every
+    ``MAINTENANCE_S``: retries of refused deliveries waited that long (found by the fault
+    harness; the newest scheduler was a zombie). The ticker calls
+    ``restart_dead_scheduler`` every ``SCHEDULER_CHECK_S`` instead, which does what rq's
+    maintenance does. A guard keeps it from racing the scheduler's first start and that
+    maintenance (two schedulers: the orphan kept the process from exiting) or the
+    worker's teardown (restarting a scheduler being stopped).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._scheduler_guard = threading.Lock()
+        self._tearing_down = False
+
+    def _start_scheduler(self, *args, **kwargs):
+        # the scheduler exists before its process: unguarded, the ticker started a second
+        with self._scheduler_guard:
+            super()._start_scheduler(*args, **kwargs)
+
+    def run_maintenance_tasks(self):
+        with self._scheduler_guard:
+            super().run_maintenance_tasks()
+
+    def subscribe(self):
+        """rq's, but its pubsub thread waits for a message 1 s at a time, not 60: rq's
+        teardown joins that thread (redis-py 8 ``stop()`` waits for it), and after a Redis
+        fault nothing woke it, so a quitting worker hung up to a minute with neither a
+        worker nor a scheduler (found by tests/faults/test_jobs_survive.py under load)."""
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=PUBSUB_WAIT_S, daemon=True, exception_handler=self._pubsub_exception_handler)
+
+    def teardown(self):
+        if not self.is_horse:
+            with self._scheduler_guard:
+                self._tearing_down = True
+        super().teardown()
+
+    def restart_dead_scheduler(self) -> bool:
+        """Start the scheduler again if its process died (rq's way: ``acquire_locks`` with
+        ``auto_start``: the lock, still under the scheduler's name, is refreshed; one that
+        expired is taken again; one another process's scheduler holds is left to it).
+        True if a scheduler process was started."""
+        if not self._scheduler_guard.acquire(blocking=False):
+            return False  # rq's maintenance or the teardown is at it
+        try:
+            scheduler = self.scheduler
+            if scheduler is None or self._tearing_down or stop_asked(self):
+                return False
+            dead = scheduler._process
+            if dead is not None and dead.is_alive():
+                return False
+            scheduler.acquire_locks(auto_start=True)
+            started = scheduler._process is not dead and scheduler._process is not None
+            if started and dead is not None:
+                log.warning("rq's scheduler process %s died (exit code %s); restarted it",
+                            dead.pid, dead.exitcode)
+            return started
+        finally:
+            self._scheduler_guard.release()
+
+
+def release_dead_scheduler_lock(ctx: Context, worker: HerokuWorker) -> bool | None:
     """Free the scheduler lock of a quit rq worker whose scheduler process is dead.
 
     Without this the next worker cannot start a scheduler until the stale lock expires
     (a minute or more), and every job waiting for a retry (a refused webhook delivery)
     waits that long: events looked lost (found by the fault harness: a Redis restart
     killed the scheduler while it held its lock). Only our own lock value is removed.
+    None if Redis did not answer (try again).
     """
     scheduler = getattr(worker, "scheduler", None)
     if scheduler is None or (scheduler._process is not None and scheduler._process.is_alive()):
@@ -342,7 +431,7 @@ def release_dead_scheduler_lock(ctx: Context, worker: HerokuWorker) -> bool:
     try:
         freed = bool(Scripts(ctx.client).delete_if_equal(keys=[key], args=[scheduler.name]))
     except (redis.ConnectionError, redis.TimeoutError):
-        return False
+        return None
     if freed:
         log.warning("released the scheduler lock of the rq worker that quit")
     return freed
@@ -365,23 +454,29 @@ def run(settings: Settings, *, burst: bool = False) -> int:
         while True:
             name = f"slotlock-jobs-{settings.worker_id}" + (f"-{generation}" if generation else "")
             try:
-                # maintenance restarts a dead scheduler process (rq's default: every 10 min)
-                worker = make_worker(ctx, name=name, maintenance_interval=MAINTENANCE_S)
+                worker = make_worker(ctx, worker_class=JobsWorker, name=name,
+                                     maintenance_interval=MAINTENANCE_S)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 # rq's worker names itself in Redis as it is made: Redis may still be down
                 log.warning("rq worker: cannot start yet, redis error (%s); again in 1 s", exc)
                 time.sleep(1)
                 continue
+            if not burst:
+                ticker.worker = worker  # restarts its scheduler if it dies
             try:
                 worker.work(with_scheduler=True, burst=burst,
                             logging_level=os.environ.get("SLOTLOCK_LOG_LEVEL", "INFO").upper())
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("rq worker: redis error (%s)", exc)
+            finally:
+                ticker.worker = None
             if burst or stop_asked(worker):
                 break
             log.warning("the rq worker quit without being asked to; starting another in 1 s")
             time.sleep(1)
-            release_dead_scheduler_lock(ctx, worker)
+            # until Redis answers: the next worker cannot make itself before that anyway
+            while release_dead_scheduler_lock(ctx, worker) is None and not stop_asked(worker):
+                time.sleep(1)
             if stop_asked(worker):
                 break
             generation += 1
