@@ -48,7 +48,16 @@ def check_not_cluster(client: redis.Redis, mode: str) -> None:
         return
     if mode == "on":
         raise ClusterUnsupported(detected=False)
-    if is_cluster(client):
+    try:
+        detected = is_cluster(client)
+    except redis.ResponseError as exc:  # INFO may be denied by an ACL (@dangerous)
+        import logging
+
+        logging.getLogger("slotlock").warning(
+            "could not ask Redis whether it is a cluster (%s); going on as if not: set "
+            "SLOTLOCK_REDIS_CLUSTER=off to skip the check", exc)
+        return
+    if detected:
         raise ClusterUnsupported(detected=True)
 
 

@@ -121,10 +121,12 @@ class FairShare:
         until = now + SHED_HOLD_S
         given = []
         for part, lease, reply in zip(parts, leases, replies):
+            if isinstance(reply, Exception):
+                continue  # not released (e.g. NOSCRIPT): still ours, kept and renewed
             self.leases.forget(part)  # released or not ours any more: either way not held
             lease.released()
             self.shed_until[part] = until
-            if not isinstance(reply, Exception) and int(reply) == 1:
+            if int(reply) == 1:
                 given.append(part)
         self._prune(self.shed_until, now)
         if given:
