@@ -120,8 +120,8 @@ def fill(client: Client, template: dict, n: int) -> list[str]:
     return parts
 
 
-def start_worker(url: str, log_path: Path) -> subprocess.Popen:
-    env = dict(os.environ, REDIS_URL=url, SLOTLOCK_WORKER_ID="bench-days",
+def start_worker(url: str, log_path: Path, name: str = "bench-days") -> subprocess.Popen:
+    env = dict(os.environ, REDIS_URL=url, SLOTLOCK_WORKER_ID=name,
                SLOTLOCK_ENV="development", SLOTLOCK_LOG_LEVEL="INFO")
     with open(log_path, "w") as log:
         return subprocess.Popen([sys.executable, "-m", "slotlock", "worker"], env=env,

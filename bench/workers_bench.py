@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -33,19 +32,12 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from days_bench import CALENDARS, FIRST_DAY, load, make_calendars, pct, settings_for
+from days_bench import (CALENDARS, FIRST_DAY, load, make_calendars, pct, settings_for,
+                        start_worker)
 
 from slotlock.client import Client
 from slotlock.days.keys import WORKER_LOAD, WORKERS
 from slotlock.embedded import RedisServer
-
-
-def start_worker(url: str, name: str, log_path: Path) -> subprocess.Popen:
-    env = dict(os.environ, REDIS_URL=url, SLOTLOCK_WORKER_ID=name,
-               SLOTLOCK_ENV="development", SLOTLOCK_LOG_LEVEL="INFO")
-    with open(log_path, "w") as log:
-        return subprocess.Popen([sys.executable, "-m", "slotlock", "worker"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -79,11 +71,11 @@ def one_count(k: int, args) -> dict:
         def join_late() -> None:
             if not done.wait(args.join):
                 for name in names[1:]:
-                    procs[name] = start_worker(server.url, name, Path(tmp) / f"{name}.log")
+                    procs[name] = start_worker(server.url, Path(tmp) / f"{name}.log", name)
 
         try:
             for name in names[:1] if args.join else names:
-                procs[name] = start_worker(server.url, name, Path(tmp) / f"{name}.log")
+                procs[name] = start_worker(server.url, Path(tmp) / f"{name}.log", name)
             time.sleep(args.settle)
             helpers = [threading.Thread(target=sample, daemon=True)]
             if args.join and k > 1:
@@ -118,7 +110,6 @@ def one_count(k: int, args) -> dict:
             "commands": {n: stats[n].get("commands", 0) for n in names},
             "held_mean_late": held,
             "shed": {n: stats[n].get("shed", 0) for n in names},
-            "deferred": {n: stats[n].get("deferred", 0) for n in names},
             "leases_lost": sum(stats[n].get("leases_lost", 0) for n in names),
         }
 
@@ -154,8 +145,7 @@ def main() -> None:
         shed = " ".join(f"{n}={c}" for n, c in r["shed"].items())
         print(f"workers {k}  {r['per_s']:,.0f} outcomes/s  p50 {r['p50_ms']:.1f} p99 "
               f"{r['p99_ms']:.1f} max {r['max_ms']:.1f} ms  {r['statuses']}  commands "
-              f"[{commands}]  days held, 2nd half [{held}]  shed [{shed}]  deferred "
-              f"{sum(r['deferred'].values()):,}  leases lost "
+              f"[{commands}]  days held, 2nd half [{held}]  shed [{shed}]  leases lost "
               f"{r['leases_lost']}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -10,8 +10,8 @@ from datetime import date
 import click
 
 from .. import logs
-from ..errors import UnsuitableRedis
-from ..redis_conn import check_server
+from ..errors import EvictingRedis
+from ..redis_conn import check_eviction_policy
 from .core import main, redis_or_exit, settings_or_exit
 
 
@@ -25,8 +25,8 @@ def jobs(burst: bool) -> None:
     settings = settings_or_exit()
     client = redis_or_exit(settings)
     try:
-        check_server(client, settings)
-    except UnsuitableRedis as exc:
+        check_eviction_policy(client, allow=settings.allow_eviction)
+    except EvictingRedis as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(jobs_mod.run(settings, burst=burst))
 

@@ -114,15 +114,18 @@ class FairShare:
         if not parts:
             return []
         leases = [self.leases.owned[part].lease for part in parts]
-        pipe = self.client.pipeline(transaction=False)
-        for lease in leases:
-            lease.queue_release(pipe)
-        replies = pipe.execute(raise_on_error=False)
+
+        def build(pipe) -> None:
+            for lease in leases:
+                lease.queue_release(pipe)
+
+        # the scripts' own pipeline: one that Redis lost (a restart) is loaded and sent again
+        replies = self.leases.scripts.run_pipeline(build, raise_on_error=False)
         until = now + SHED_HOLD_S
         given = []
         for part, lease, reply in zip(parts, leases, replies):
             if isinstance(reply, Exception):
-                continue  # not released (e.g. NOSCRIPT): still ours, kept and renewed
+                continue  # not released: still ours, kept and renewed
             self.leases.forget(part)  # released or not ours any more: either way not held
             lease.released()
             self.shed_until[part] = until
