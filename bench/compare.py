@@ -170,8 +170,18 @@ class Bench:
         self.results: list[Result] = []
         self.checks: list[str] = []
         self.contended_runs = 0
+        self.stack_runs: Counter = Counter()  # by stack name
         self.uncontended_next = 0
         self.warmup_next = 0
+
+    def workload_order(self, stack: str) -> list[str]:
+        """The workloads in the order asked, with contended and uncontended swapped in every
+        other stack run, so that neither always runs in the later (often slower) spell."""
+        order = list(self.args.workload)
+        if self.stack_runs[stack] % 2 and {"contended", "uncontended"} <= set(order):
+            i, j = order.index("contended"), order.index("uncontended")
+            order[i], order[j] = order[j], order[i]
+        return order
 
     # -- one stack -------------------------------------------------------------------------
 
@@ -207,7 +217,7 @@ class Bench:
                                        max_requests=args.max_requests)
         self.warmup_next += len(warm_run.statuses)
 
-        for workload in args.workload:
+        for workload in self.workload_order(stack.name):
             if workload == "flash":
                 self.flash(stack, token, touched, accepted)
                 continue
@@ -247,6 +257,7 @@ class Bench:
                     for data in run.bodies:
                         cal = json.loads(data).get("calendar", "?")
                         (accepted if cal != "?" else pending)[cal] += 1
+        self.stack_runs[stack.name] += 1
         self.verify(stack, token, touched, accepted, pending)
 
     def contract(self, stack, token: str) -> None:
@@ -379,7 +390,25 @@ def summary(results: list[Result]) -> str:
         out.append(f"  {workload:<11} C={clients:<3} {ratio:5.2f}x req/s   "
                    f"p99 {p99[0]:.1f} vs {p99[1]:.1f} ms   CPU {cpu[0]:.2f} vs {cpu[1]:.2f} ms"
                    + rounds)
+    out += within_stack(by)
     return "\n".join(out)
+
+
+def within_stack(by: dict[tuple, list[Result]]) -> list[str]:
+    """Each stack's uncontended requests/s over its contended requests/s, round by round
+    (the two ran a minute apart on the same stack, in alternating order): the ratio least
+    at the mercy of the host's drift between stacks."""
+    out = []
+    for (stack, workload, clients), fresh in by.items():
+        held = by.get((stack, "contended", clients))
+        if workload != "uncontended" or not held:
+            continue
+        if not out:
+            out = ["", "uncontended / contended, same stack, per round (median of the rounds):"]
+        ratios = [u.rps / max(c.rps, 1e-9) for u, c in zip(fresh, held)]
+        out.append(f"  {stack:<12} C={clients:<3} {median(ratios):5.2f}x   (rounds: "
+                   f"{', '.join(f'{x:.2f}x' for x in ratios)})")
+    return out
 
 
 def median(values) -> float:
