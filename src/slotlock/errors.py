@@ -71,12 +71,21 @@ class ClusterUnsupported(UnsuitableRedis):
 class EvictingRedis(UnsuitableRedis):
     """Redis runs with a maxmemory-policy that may evict slotlock's keys."""
 
-    def __init__(self, policy: str):
-        super().__init__(
-            f"Redis maxmemory-policy is {policy!r}: under memory pressure Redis may evict a "
-            "lease, a fence counter or queued commands, which breaks fencing and loses work. "
-            "Set 'maxmemory-policy noeviction' (CONFIG SET maxmemory-policy noeviction, or "
-            "your provider's setting), or start with SLOTLOCK_ALLOW_EVICTION=1 to run anyway.")
+    def __init__(self, policy: str | None, reason: str = ""):
+        if policy is None:  # it could not be read
+            super().__init__(
+                f"slotlock cannot read Redis's maxmemory-policy: INFO is refused ({reason}). "
+                "A policy that evicts keys may evict a lease, a fence counter or queued "
+                "commands, which breaks fencing and loses work. Allow INFO to slotlock's "
+                "Redis user (ACL SETUSER <user> +info), or, once you have made sure the "
+                "policy is noeviction, start with SLOTLOCK_ALLOW_EVICTION=1.")
+        else:
+            super().__init__(
+                f"Redis maxmemory-policy is {policy!r}: under memory pressure Redis may evict "
+                "a lease, a fence counter or queued commands, which breaks fencing and loses "
+                "work. Set 'maxmemory-policy noeviction' (CONFIG SET maxmemory-policy "
+                "noeviction, or your provider's setting), or start with "
+                "SLOTLOCK_ALLOW_EVICTION=1 to run anyway.")
         self.policy = policy
 
 

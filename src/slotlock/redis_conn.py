@@ -7,9 +7,13 @@ down Redis into a long hang instead of a quick 503.
 
 from __future__ import annotations
 
+import logging
+
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+log = logging.getLogger("slotlock")
 
 
 def connect(url: str, *, timeout_ms: int = 2000, **kwargs) -> redis.Redis:
@@ -51,9 +55,7 @@ def check_not_cluster(client: redis.Redis, mode: str) -> None:
     try:
         detected = is_cluster(client)
     except redis.ResponseError as exc:  # INFO may be denied by an ACL (@dangerous)
-        import logging
-
-        logging.getLogger("slotlock").warning(
+        log.warning(
             "could not ask Redis whether it is a cluster (%s); going on as if not: set "
             "SLOTLOCK_REDIS_CLUSTER=off to skip the check", exc)
         return
@@ -74,18 +76,25 @@ def check_eviction_policy(client: redis.Redis, *, allow: bool) -> str:
     breaks fencing or loses work. Returns the policy; raises ``EvictingRedis`` unless it is
     ``noeviction`` or the operator allowed it (``SLOTLOCK_ALLOW_EVICTION=1``).
 
-    Reads ``INFO memory`` (allowed on managed services where ``CONFIG GET`` is not).
+    Reads ``INFO memory`` (allowed on managed services where ``CONFIG GET`` is not). If an
+    ACL denies INFO the policy cannot be known: refused unless the operator allowed it.
     Connection errors propagate: the caller checks again once Redis answers.
     """
-    import logging
-
     from .errors import EvictingRedis
 
-    policy = str(client.info("memory").get("maxmemory_policy", "unknown"))
+    try:
+        policy = str(client.info("memory").get("maxmemory_policy", "unknown"))
+    except redis.ResponseError as exc:  # INFO denied by an ACL (managed Redis)
+        if allow:
+            log.warning(
+                "cannot read Redis's maxmemory-policy (%s); going on because "
+                "SLOTLOCK_ALLOW_EVICTION is set: make sure it is noeviction", exc)
+            return "unknown"
+        raise EvictingRedis(None, reason=str(exc)) from exc
     if policy in SAFE_POLICIES:
         return policy
     if allow:
-        logging.getLogger("slotlock").warning(
+        log.warning(
             "Redis maxmemory-policy is %s: keys may be evicted under memory pressure, which "
             "can break fencing and lose commands (allowed by SLOTLOCK_ALLOW_EVICTION)", policy)
         return policy

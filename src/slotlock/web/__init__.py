@@ -28,7 +28,7 @@ log = logging.getLogger("slotlock.web")
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None) -> Flask:
     """Defaults, then the environment (``Settings()``), then ``test_config``."""
     settings = settings or Settings()
-    _refuse_evicting_redis(settings)
+    server_ok = _refuse_evicting_redis(settings)
     if settings.secret_key_generated and settings.env == "development":
         settings = settings.model_copy(update={"secret_key": _shared_dev_secret(settings)})
     app = Flask(__name__)
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         app.config.update(test_config)
     app.json.sort_keys = False
     app.extensions["slotlock"] = Services(settings)
+    app.extensions["slotlock"].server_ok = server_ok
     errors.register(app)
     _rate_limits(app, settings)
     app.register_blueprint(health.bp)
@@ -57,17 +58,20 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     return app
 
 
-def _refuse_evicting_redis(settings: Settings) -> None:
+def _refuse_evicting_redis(settings: Settings) -> bool:
     """A web process does not start on a Redis that may evict keys (``EvictingRedis``) or
     on a Redis Cluster (``ClusterUnsupported``). If Redis does not answer yet, the process
-    starts (``/readyz`` says 503) and the lease workers, which check too, refuse to apply
-    anything on such a Redis."""
+    starts and ``/readyz`` makes the check once Redis answers (503 until it passes); the
+    lease workers check too and refuse to apply anything on such a Redis. Whether the
+    check passed."""
     client = connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms)
     try:
         check_server(client, settings)
+        return True
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        log.warning("Redis unreachable at start-up (%s); its maxmemory-policy is checked by "
-                    "the workers", exc)
+        log.warning("Redis unreachable at start-up (%s); /readyz checks it (eviction "
+                    "policy, cluster mode) once it answers", exc)
+        return False
     finally:
         client.close()
 

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import redis
 from flask import Blueprint, current_app, jsonify
+
+from ..errors import UnsuitableRedis
+
+log = logging.getLogger("slotlock.web")
 
 bp = Blueprint("health", __name__)
 
@@ -15,8 +21,13 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
+    services = current_app.extensions["slotlock"]
     try:
-        current_app.extensions["slotlock"].client.redis.ping()
+        services.client.redis.ping()
+        services.server_checked()  # if Redis did not answer at start-up
+    except UnsuitableRedis as exc:
+        log.error("not ready: %s", exc)
+        return jsonify({"status": "unsuitable", "error": str(exc)}), 503
     except redis.RedisError:
         return jsonify({"status": "unavailable"}), 503
     return jsonify({"status": "ok"})

@@ -6,6 +6,7 @@ import threading
 
 from ..client import Client
 from ..config import Settings
+from ..redis_conn import check_server
 from ..users import Users
 from .tokens import TokenGate
 
@@ -46,6 +47,9 @@ class Services:
         self._client: Client | None = None
         self._users: Users | None = None
         self._tokens: TokenGate | None = None
+        # set by create_app once Redis passed check_server; if it did not answer then,
+        # /readyz makes the check (``server_checked``)
+        self.server_ok = False
 
     @property
     def client(self) -> Client:
@@ -54,6 +58,13 @@ class Services:
                 if self._client is None:
                     self._client = WebClient(self.settings)
         return self._client
+
+    def server_checked(self) -> None:
+        """Check the server once (``check_server``) if the start-up could not: raises
+        ``UnsuitableRedis`` (every time, until the server changes) or a connection error."""
+        if not self.server_ok:
+            check_server(self.client.redis, self.settings)
+            self.server_ok = True
 
     @property
     def tokens(self) -> TokenGate:

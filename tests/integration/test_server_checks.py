@@ -1,0 +1,56 @@
+"""The checks every process makes of its Redis (redis_conn.check_server) on the paths the
+start-up alone does not cover: a user whose ACL denies INFO (managed Redis), and a web
+process that started while Redis did not answer (/readyz makes the check then)."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from slotlock.embedded import RedisServer, free_port
+from slotlock.errors import EvictingRedis
+from slotlock.redis_conn import check_server, connect
+from slotlock.web import create_app
+from tests.conftest import make_settings
+
+
+@pytest.fixture
+def no_info_url(redis_server, real_redis):
+    real_redis.acl_setuser("noinfo", enabled=True, passwords=["+pw"], keys=["*"],
+                           channels=["*"], commands=["+@all", "-info"], reset=True)
+    yield redis_server.url.replace("redis://", "redis://noinfo:pw@")
+    real_redis.acl_deluser("noinfo")
+
+
+def test_a_user_denied_info_is_told_the_policy_cannot_be_checked(no_info_url):
+    client = connect(no_info_url)
+    with pytest.raises(EvictingRedis) as raised:
+        check_server(client, make_settings(redis_url=no_info_url))
+    text = str(raised.value)
+    assert "INFO" in text and "SLOTLOCK_ALLOW_EVICTION" in text, text
+
+
+def test_a_user_denied_info_may_start_when_the_operator_says_so(no_info_url, caplog):
+    client = connect(no_info_url)
+    check_server(client, make_settings(redis_url=no_info_url, allow_eviction=True))
+    assert "cannot read" in caplog.text
+    create_app(make_settings(redis_url=no_info_url, allow_eviction=True))
+
+
+@pytest.mark.timeout(60)
+def test_readyz_checks_a_redis_that_did_not_answer_at_start_up(tmp_path):
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    app = create_app(make_settings(redis_url=url))  # nothing listens yet: it starts
+    web = app.test_client()
+    assert web.get("/readyz").status_code == 503
+    server = RedisServer(tmp_path, port=port, extra=["--maxmemory-policy", "allkeys-lru"])
+    server.start()
+    try:
+        answer = web.get("/readyz")
+        assert answer.status_code == 503, answer.json
+        assert answer.json["status"] == "unsuitable" and "allkeys-lru" in answer.json["error"]
+        connect(url).config_set("maxmemory-policy", "noeviction")
+        assert web.get("/readyz").status_code == 200
+    finally:
+        server.stop()
