@@ -64,7 +64,7 @@ def one_count(k: int, args) -> dict:
 
         def sample() -> None:
             while not done.wait(0.5):
-                loads = {name: json.loads(raw)["held"]
+                loads = {name.split(":")[0]: json.loads(raw)["held"]  # "id:nonce"
                          for name, raw in client.redis.hgetall(WORKER_LOAD).items()}
                 samples.append((time.monotonic(), loads))
 

@@ -10,7 +10,7 @@ import redis
 HERE = Path(__file__).parent
 WORKERS = HERE.parent / "workers"
 WEB = HERE.parent / "web"
-PLACES = {"retain": WORKERS, "prune": WORKERS, "rate_count": WEB}  # scripts that live beside their module
+PLACES = {"retain": WORKERS, "prune": WORKERS, "share_beat": WORKERS, "rate_count": WEB}  # scripts that live beside their module
 
 
 @cache
@@ -34,6 +34,7 @@ class Scripts:
         "retain",
         "prune",
         "rate_count",
+        "share_beat",
     )
 
     def __init__(self, client: redis.Redis, *, unfenced_commit: bool = False):

@@ -52,7 +52,7 @@ class Maintenance:
         self.next_heartbeat = 0.0
         self.next_reindex = 0.0
         self.next_idle_check = 0.0
-        self.share = FairShare(client, index, leases, stats)
+        self.share = FairShare(index, leases, stats)
         leases.admit = self.share.admit
 
     def run(self, now: float) -> None:
@@ -181,15 +181,18 @@ class Maintenance:
             "days": {part: o.lease.token for part, o in self.leases.owned.items()},
             "stats": dict(self.stats),
         }
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hset(WORKERS, self.leases.holder, json.dumps(status))
-        if alive:
-            pipe.set(worker_alive_key(self.leases.holder), "1",
-                     px=self.settings.lease_ttl_ms * 3)
-        else:
-            pipe.delete(worker_alive_key(self.leases.holder))
-        self.share.queue_beat(pipe, alive)  # our count of days, and everyone's (share.py)
-        replies = pipe.execute()
+
+        def build(pipe) -> None:
+            pipe.hset(WORKERS, self.leases.holder, json.dumps(status))
+            if alive:
+                pipe.set(worker_alive_key(self.leases.holder), "1",
+                         px=self.settings.lease_ttl_ms * 3)
+            else:
+                pipe.delete(worker_alive_key(self.leases.holder))
+            self.share.queue_beat(pipe, alive)  # our count of days, and everyone's (share.py)
+
+        # the scripts' pipeline: a script Redis lost (a restart) is loaded and sent again
+        replies = self.leases.scripts.run_pipeline(build)
         if alive and not self.stopping():
             self.share.took_beat(replies[-1])
             self.share.shed()

@@ -25,18 +25,24 @@ what shedding fixes is the day that never goes free.
 
 The counts are a second old at worst and the workers act on their own, so the shares
 settle over a few heartbeats rather than at once; each step moves days from workers over
-their share to the others, never back (``SHED_HOLD_S`` > the heartbeat).
+their share to the others, never back (``SHED_HOLD_S`` > the heartbeat). A worker that
+shed writes its new count with the releases and sheds again only after ``QUIET_S``, when
+every live worker has written a count that knows of those days.
+
+Counts are stamped with Redis's clock, in one script with the read and the clean-up
+(``share_beat.lua``): workers on hosts whose clocks disagree still agree on who is live,
+and a count is deleted as stale only if it still is. Each worker process counts under its
+own instance name (worker id + a random nonce), so two processes given the same
+``SLOTLOCK_WORKER_ID`` still count as two.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
+import secrets
 import time
 from collections import Counter
-
-import redis
 
 from ..days.index import WorkIndex
 from ..days.keys import WORKER_LOAD
@@ -49,66 +55,50 @@ FORGET_S = 60.0  # counts older than this are deleted (the hash stays bounded)
 MIN_SLACK = 2  # days over ``fair`` a worker may hold before it sheds
 SHED_HOLD_S = 2.0  # a day given up is not taken back by its worker this long
 SETTLED_S = 3.0  # only a day held this long is given up (none is passed back and forth)
+QUIET_S = 2.5  # after shedding, no more until every count knows of it (> 2 heartbeats)
 
 
 class FairShare:
-    def __init__(self, client: redis.Redis, index: WorkIndex, leases: LeaseBook,
-                 stats: Counter):
-        self.client = client
+    def __init__(self, index: WorkIndex, leases: LeaseBook, stats: Counter):
         self.index = index
         self.leases = leases
         self.stats = stats
+        # this process's name in the counts: ids are the operator's, and two processes
+        # given the same one must still count as two
+        self.instance = f"{leases.holder}:{secrets.token_hex(4)}"
         self.fair: int | None = None  # None: alone, or not known yet
         self.cap: int | None = None
         self.shed_until: dict[str, float] = {}  # days given up: not taken back before then
+        self.quiet_until = 0.0  # no shedding before then (monotonic)
 
     # -- the count, with the heartbeat -----------------------------------------------------
 
-    def queue_beat(self, pipe, alive: bool) -> None:
-        """Queue the write of our count (or its removal when we stop) and the read of all."""
-        holder = self.leases.holder
-        if alive:
-            pipe.hset(WORKER_LOAD, holder, json.dumps(
-                {"held": len(self.leases.owned), "at": time.time()}))
-        else:
-            pipe.hdel(WORKER_LOAD, holder)
-        pipe.hgetall(WORKER_LOAD)
+    def queue_beat(self, pipe, alive: bool, held: int | None = None) -> None:
+        """Queue the write of our count (``held``, by default the days we hold; or its
+        removal when we stop) with the read of every live count (``share_beat.lua``)."""
+        count = "" if not alive else len(self.leases.owned) if held is None else held
+        self.leases.scripts.queue(pipe, "share_beat", [WORKER_LOAD], [
+            self.instance, count, int(LIVE_S * 1000), int(FORGET_S * 1000)])
 
-    def took_beat(self, loads: dict[str, str]) -> None:
-        """Work out our share from everyone's counts (the reply of ``queue_beat``)."""
-        now = time.time()
-        live, total, stale = 0, 0, []
-        for holder, raw in loads.items():
-            try:
-                load = json.loads(raw)
-                held, at = int(load["held"]), float(load["at"])
-            except (ValueError, KeyError, TypeError):
-                stale.append(holder)
-                continue
-            if holder == self.leases.holder:
-                held, at = len(self.leases.owned), now
-            if now - at > FORGET_S:
-                stale.append(holder)
-            elif now - at <= LIVE_S:
-                live += 1
-                total += held
-        if stale:
-            self.client.hdel(WORKER_LOAD, *stale)
-        if live <= 1:
+    def took_beat(self, live: list) -> None:
+        """Work out our share from the live counts (the reply of ``queue_beat``)."""
+        counts = dict(zip(live[::2], live[1::2]))
+        counts[self.instance] = len(self.leases.owned)  # ours as it is now
+        if len(counts) <= 1:
             self.fair = self.cap = None
             return
-        self.fair = math.ceil(total / live)
+        self.fair = math.ceil(sum(int(n) for n in counts.values()) / len(counts))
         self.cap = self.fair + max(MIN_SLACK, self.fair // 10)
 
     # -- acting on it ----------------------------------------------------------------------
 
-    def shed(self) -> list[str]:
+    def shed(self, now: float | None = None) -> list[str]:
         """Over our cap: give up the days worked least lately, down to our fair share, in
-        one round trip; the days given up."""
-        if self.cap is None or len(self.leases.owned) <= self.cap:
+        one round trip with our new count; the days given up."""
+        now = time.monotonic() if now is None else now
+        if self.cap is None or len(self.leases.owned) <= self.cap or now < self.quiet_until:
             return []
         count = len(self.leases.owned) - self.fair
-        now = time.monotonic()
         parts = [part for part, owned in self.leases.recent.items()
                  if now - owned.acquired_at >= SETTLED_S][:count]
         if not parts:
@@ -118,10 +108,12 @@ class FairShare:
         def build(pipe) -> None:
             for lease in leases:
                 lease.queue_release(pipe)
+            self.queue_beat(pipe, True, held=len(self.leases.owned) - len(leases))
 
         # the scripts' own pipeline: one that Redis lost (a restart) is loaded and sent again
         replies = self.leases.scripts.run_pipeline(build, raise_on_error=False)
         until = now + SHED_HOLD_S
+        self.quiet_until = now + QUIET_S
         given = []
         for part, lease, reply in zip(parts, leases, replies):
             if isinstance(reply, Exception):
