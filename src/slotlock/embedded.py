@@ -45,7 +45,7 @@ class RedisServer:
     def __init__(self, data_dir: str | Path, port: int | None = None, *,
                  appendonly: bool = True, appendfsync: str = "everysec",
                  binary: str | None = None, extra: list[str] | None = None,
-                 password: str | None = None):
+                 password: str | None = None, tls_dir: str | Path | None = None):
         self.data_dir = Path(data_dir).resolve()  # redis-server reads --logfile after chdir to --dir
         self.port = port or free_port()
         self.appendonly = appendonly
@@ -53,12 +53,26 @@ class RedisServer:
         self.binary = binary or server_binary()
         self.extra = extra or []
         self.password = password
+        # TLS only (no plain port): ca.crt, redis.crt and redis.key in this directory
+        self.tls_dir = Path(tls_dir).resolve() if tls_dir else None
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        if self.tls_dir:
+            ca = quote(str(self.tls_dir / "ca.crt"), safe="/")
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={ca}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def _listen_args(self) -> list[str]:
+        if not self.tls_dir:
+            return ["--port", str(self.port)]
+        return ["--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.tls_dir / "redis.crt"),
+                "--tls-key-file", str(self.tls_dir / "redis.key"),
+                "--tls-ca-cert-file", str(self.tls_dir / "ca.crt"),
+                "--tls-auth-clients", "no"]
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -66,7 +80,7 @@ class RedisServer:
         args = [
             self.binary,
             "--bind", "127.0.0.1",
-            "--port", str(self.port),
+            *self._listen_args(),
             "--dir", str(self.data_dir),
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
@@ -84,8 +98,10 @@ class RedisServer:
         if self.password:
             self.process.stdin.write(f'requirepass "{self.password}"\n'.encode())
             self.process.stdin.close()
+        tls = ({"ssl": True, "ssl_ca_certs": str(self.tls_dir / "ca.crt")}
+               if self.tls_dir else {})
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2,
-                             socket_timeout=1, password=self.password)
+                             socket_timeout=1, password=self.password, **tls)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -82,9 +82,13 @@ def stop(process: subprocess.Popen, timeout: float = 25.0) -> None:
 
 class HttpStack:
     def __init__(self, tmp: Path, *, workers: int = 1, env: dict[str, str] | None = None,
-                 appendfsync: str = "everysec", quiet: bool = True):
+                 appendfsync: str = "everysec", quiet: bool = True,
+                 redis: RedisServer | None = None, redis_url: str | None = None):
+        """``redis``: a server of the caller's (started here); ``redis_url``: what the
+        processes use instead of its URL (another Redis user, say)."""
         self.tmp = Path(tmp)
-        self.redis = RedisServer(self.tmp / "redis", appendfsync=appendfsync)
+        self.redis = redis or RedisServer(self.tmp / "redis", appendfsync=appendfsync)
+        self.redis_url = redis_url
         self.port = free_port()
         self.n_workers = workers
         self.extra_env = env or {}
@@ -103,7 +107,8 @@ class HttpStack:
 
     def start(self) -> HttpStack:
         self.redis.start()
-        self.env = stack_env(self.redis.url, self.port, shim_bin(self.tmp / "bin"),
+        self.env = stack_env(self.redis_url or self.redis.url, self.port,
+                             shim_bin(self.tmp / "bin"),
                              **self.extra_env)
         subprocess.run([sys.executable, "-m", "slotlock", "migrate"], env=self.env, check=True,
                        capture_output=True, timeout=60)
