@@ -15,6 +15,7 @@ ACTIVE = f"{PREFIX}:active"  # zset: partitions that may have queued commands
 READY = f"{PREFIX}:ready"  # stream: "this partition has new work" wake-ups for workers
 CALENDARS = f"{PREFIX}:calendars"  # set of calendar ids
 WORKERS = f"{PREFIX}:workers"  # hash: worker id -> status json
+WORKERS_SEEN = f"{PREFIX}:workers:seen"  # zset: worker id -> unix s last seen (forgotten after a day)
 WORKER_LOAD = f"{PREFIX}:workers:load"  # hash: worker id -> {"held", "at"} (workers/share.py)
 DEV_SECRET_KEY = f"{PREFIX}:dev:secret-key"  # shared session key of web processes without SECRET_KEY
 REPLICATION_BARRIER = f"{PREFIX}:replication-barrier"  # counter written before WAIT, see client

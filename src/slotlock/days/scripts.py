@@ -10,7 +10,8 @@ import redis
 HERE = Path(__file__).parent
 WORKERS = HERE.parent / "workers"
 WEB = HERE.parent / "web"
-PLACES = {"retain": WORKERS, "prune": WORKERS, "share_beat": WORKERS, "rate_count": WEB}  # scripts that live beside their module
+PLACES = {"retain": WORKERS, "prune": WORKERS, "share_beat": WORKERS, "workers_seen": WORKERS,
+          "rate_count": WEB}  # scripts that live beside their module
 
 
 @cache
@@ -35,6 +36,7 @@ class Scripts:
         "prune",
         "rate_count",
         "share_beat",
+        "workers_seen",
     )
 
     def __init__(self, client: redis.Redis, *, unfenced_commit: bool = False):

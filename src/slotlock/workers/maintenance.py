@@ -19,7 +19,7 @@ import redis
 
 from ..config import Settings
 from ..days.index import WorkIndex
-from ..days.keys import WORKERS, worker_alive_key
+from ..days.keys import WORKERS, WORKERS_SEEN, worker_alive_key
 from ..days.scripts import Scripts
 from .day_batch import DayBatches
 from .leases import LeaseBook
@@ -30,6 +30,7 @@ log = logging.getLogger("slotlock.worker")
 
 BLOCK_MS = 50  # longest blocking read; also the sweep period for orphaned days
 HEARTBEAT_S = 1.0
+WORKER_FORGET_S = 86_400  # a worker not seen for this long leaves the list (status)
 IDLE_CHECK_S = 0.1  # at most this often, a look for held days idle long enough to let go
 REINDEX_S = 1.0  # one incremental step over sl:days for queued days missing from the index
 
@@ -184,6 +185,8 @@ class Maintenance:
 
         def build(pipe) -> None:
             pipe.hset(WORKERS, self.leases.holder, json.dumps(status))
+            self.leases.scripts.queue(pipe, "workers_seen", [WORKERS, WORKERS_SEEN],
+                                      [self.leases.holder, WORKER_FORGET_S])
             if alive:
                 pipe.set(worker_alive_key(self.leases.holder), "1",
                          px=self.settings.lease_ttl_ms * 3)
