@@ -108,8 +108,8 @@ def test_ack_removes_only_what_was_delivered_even_with_a_concurrent_commit(any_r
     outbox = with_events(settings, any_redis)
     publisher = Publisher(any_redis, settings, Recorder())
     any_redis.rpush(KEYS.outbox, "late event")  # appended by a commit after our read
-    assert publisher.ack(keys=[KEYS.outbox], args=outbox[:2]) == 2
-    assert publisher.ack(keys=[KEYS.outbox], args=outbox[:2]) == 0  # no longer the head
+    assert publisher.scripts.outbox_ack(keys=[KEYS.outbox], args=outbox[:2]) == 2
+    assert publisher.scripts.outbox_ack(keys=[KEYS.outbox], args=outbox[:2]) == 0  # no longer the head
     assert any_redis.lrange(KEYS.outbox, 0, -1) == outbox[2:] + ["late event"]
 
 

@@ -11,7 +11,7 @@ HERE = Path(__file__).parent
 WORKERS = HERE.parent / "workers"
 WEB = HERE.parent / "web"
 PLACES = {"retain": WORKERS, "prune": WORKERS, "share_beat": WORKERS, "workers_seen": WORKERS,
-          "rate_count": WEB}  # scripts that live beside their module
+          "outbox_ack": WORKERS, "rate_count": WEB}  # scripts that live beside their module
 
 
 @cache
@@ -37,6 +37,7 @@ class Scripts:
         "rate_count",
         "share_beat",
         "workers_seen",
+        "outbox_ack",
     )
 
     def __init__(self, client: redis.Redis, *, unfenced_commit: bool = False):

@@ -25,8 +25,6 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 
 import redis
 
@@ -100,11 +98,6 @@ def http_poster(policy: Policy) -> Poster:
     return post
 
 
-@cache
-def _ack_source() -> str:
-    return (Path(__file__).parent / "outbox_ack.lua").read_text()
-
-
 @dataclass
 class PublishResult:
     day: str
@@ -120,7 +113,6 @@ class Publisher:
         self.settings = settings
         self.post = post or http_poster(Policy.for_env(settings.env))
         self.scripts = Scripts(client)
-        self.ack = client.register_script(_ack_source())
         self.catalog = Catalog(client)
 
     @property
@@ -163,7 +155,7 @@ class Publisher:
                     self.scripts.lease_renew(keys=[lock], args=[token, self.lock_ms])
             finally:
                 if done:
-                    self.ack(keys=[keys.outbox], args=done)
+                    self.scripts.outbox_ack(keys=[keys.outbox], args=done)
             handled += len(entries)
 
     def _deliver(self, raw: str, url: str | None, secret: str | None,
