@@ -84,9 +84,10 @@ class HttpStack:
     def __init__(self, tmp: Path, *, workers: int = 1, env: dict[str, str] | None = None,
                  appendfsync: str = "everysec", quiet: bool = True,
                  redis: RedisServer | None = None, redis_url: str | None = None):
-        """``redis``: a server of the caller's (started here); ``redis_url``: what the
-        processes use instead of its URL (another Redis user, say)."""
+        """``redis``: a running server of the caller's (who stops it); ``redis_url``: what
+        the processes use instead of its URL (another Redis user, say)."""
         self.tmp = Path(tmp)
+        self.own_redis = redis is None
         self.redis = redis or RedisServer(self.tmp / "redis", appendfsync=appendfsync)
         self.redis_url = redis_url
         self.port = free_port()
@@ -106,7 +107,8 @@ class HttpStack:
         return None
 
     def start(self) -> HttpStack:
-        self.redis.start()
+        if self.own_redis:
+            self.redis.start()
         self.env = stack_env(self.redis_url or self.redis.url, self.port,
                              shim_bin(self.tmp / "bin"),
                              **self.extra_env)
@@ -142,7 +144,8 @@ class HttpStack:
     def stop(self) -> None:
         for process in [*self.workers, *([self.web] if self.web else [])]:
             stop(process)
-        self.redis.stop()
+        if self.own_redis:
+            self.redis.stop()
 
     def __enter__(self) -> Self:
         try:
