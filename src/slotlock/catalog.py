@@ -6,7 +6,9 @@ import json
 
 import redis
 
-from .days.keys import CALENDARS, calendar_changes_key, calendar_key, calendar_revisions_key
+from .days.keys import (CALENDARS, calendar_changes_key, calendar_key, calendar_revisions_key,
+                        legacy_calendar_keys)
+from . import legacy_keys
 from .days.scripts import Scripts
 from .errors import UnknownCalendar, ZoneLocked
 from .model import Calendar
@@ -61,7 +63,10 @@ class Catalog:
         ids = sorted(self.client.smembers(CALENDARS))
         if not ids:
             return []
-        raws = self.client.mget([calendar_key(i) for i in ids])
+        with self.client.pipeline(transaction=False) as pipe:  # one slot per calendar
+            for calendar_id in ids:
+                pipe.get(calendar_key(calendar_id))
+            raws = pipe.execute()
         return [Calendar.from_dict(json.loads(raw)) for raw in raws if raw]
 
     def revision(self, calendar_id: str, revision: int) -> Calendar | None:
@@ -75,6 +80,9 @@ class Catalog:
         the write are one transaction on the calendar's key, which ``lock_zone`` also writes.
         """
         key = calendar_key(calendar.id)
+        # listed before it exists (the list is in another slot than the calendar): a
+        # listed id whose calendar is missing is skipped by every reader
+        self.client.sadd(CALENDARS, calendar.id)
         with self.client.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -101,10 +109,10 @@ class Catalog:
                     pipe.multi()
                     pipe.set(key, data)
                     pipe.hset(calendar_revisions_key(calendar.id), str(calendar.revision), data)
-                    pipe.sadd(CALENDARS, calendar.id)
                     pipe.xadd(calendar_changes_key(calendar.id), {"r": calendar.revision},
                               maxlen=CHANGES_KEPT, approximate=False)
                     pipe.execute()
+                    legacy_keys.mirror(self.client, legacy_calendar_keys(calendar.id))
                     return calendar, True
                 except redis.WatchError:
                     continue

@@ -89,6 +89,16 @@ class EvictingRedis(UnsuitableRedis):
         self.policy = policy
 
 
+class MigrationNeeded(UnsuitableRedis):
+    """Redis holds data of an earlier release that ``slotlock migrate`` has not moved yet."""
+
+    def __init__(self, what: str):
+        super().__init__(
+            f"Redis holds {what} under the key names of an earlier release; run `slotlock "
+            "migrate` first (the Procfile's release phase does) so that this release finds "
+            "them.")
+
+
 class ZoneLocked(SlotlockError):
     """A calendar in use cannot move to another time zone."""
 

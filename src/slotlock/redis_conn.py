@@ -65,10 +65,14 @@ def check_not_cluster(client: redis.Redis, mode: str) -> None:
 
 def check_server(client: redis.Redis, settings) -> None:
     """Every check a process makes of its Redis before it starts work: not a cluster (see
-    ``check_not_cluster``), and no eviction (``check_eviction_policy``). Raises a
+    ``check_not_cluster``), no eviction (``check_eviction_policy``), no data left under key
+    names of an earlier release (``legacy_keys.check_migrated``). Raises a
     ``UnsuitableRedis``; connection errors propagate."""
+    from .legacy_keys import check_migrated
+
     check_not_cluster(client, settings.redis_cluster)
     check_eviction_policy(client, allow=settings.allow_eviction)
+    check_migrated(client)
 
 
 def check_eviction_policy(client: redis.Redis, *, allow: bool) -> str:

@@ -29,7 +29,8 @@ import redis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from .days.keys import USERS, token_key, user_key, user_tokens_key
+from . import legacy_keys
+from .days.keys import USERS, legacy_user_keys, token_key, user_key, user_tokens_key
 
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 TOKEN_PREFIX = "slk_"
@@ -97,7 +98,7 @@ class Users:
 
     @staticmethod
     def user_of(data: dict[str, str] | None) -> User | None:
-        """The user of a ``sl:user:<name>`` record read by ``HGETALL``; None if it is gone."""
+        """The user of a ``sl:{user:<name>}`` record read by ``HGETALL``; None if gone."""
         if not data or "name" not in data:
             return None
         return User(data["name"], data.get("admin") == "1", data.get("session", ""))
@@ -117,12 +118,14 @@ class Users:
                 raise ValueError(f"the password must have at most {MAX_PASSWORD_LENGTH} characters")
             fields["password"] = self.hasher.hash(password)
             fields["session"] = secrets.token_hex(8)
-        with self.client.pipeline(transaction=True) as pipe:
+        # listed first: the list is in another slot than the user's record
+        self.client.sadd(USERS, name)
+        with self.client.pipeline(transaction=True) as pipe:  # one slot: {user:NAME}
             pipe.hsetnx(user_key(name), "created_at", str(int(time.time())))
             pipe.hsetnx(user_key(name), "session", secrets.token_hex(8))
             pipe.hset(user_key(name), mapping=fields)
-            pipe.sadd(USERS, name)
             pipe.execute()
+        legacy_keys.mirror(self.client, legacy_user_keys(name))
         return self.get(name) or User(name, admin)
 
     def remove(self, name: str) -> bool:
@@ -134,12 +137,15 @@ class Users:
         # in one transaction (Redis Cluster), so the order is what makes it safe.
         token_ids = self.client.smembers(user_tokens_key(name))
         self.client.delete(user_key(name))
+        legacy = legacy_user_keys(name)
+        legacy_keys.mirror(self.client, {user_key(name): legacy[user_key(name)]})  # old processes'
         with self.client.pipeline(transaction=False) as pipe:
             for token_id in token_ids:
                 pipe.delete(token_key(token_id))
             pipe.delete(user_tokens_key(name))
             pipe.srem(USERS, name)
             pipe.execute()
+        legacy_keys.mirror(self.client, legacy)
         return True
 
     # -- API tokens ----------------------------------------------------------------------

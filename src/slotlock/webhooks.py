@@ -1,6 +1,6 @@
 """Webhooks: each calendar's signing secret, which URLs may receive events, safe logging.
 
-A calendar's secret lives in its own key beside the calendar (``sl:cal:ID:webhook-secret``),
+A calendar's secret lives in its own key beside the calendar (``sl:{cal:ID}:webhook-secret``),
 never inside the calendar JSON that ``GET /api/v1/calendars`` serves, and never derives
 from ``SECRET_KEY``: a receiver holds only the key of its own calendar's events.
 
@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 
 import redis
 
-from .days.keys import webhook_secret_key
+from . import legacy_keys
+from .days.keys import legacy_calendar_keys, webhook_secret_key
 from .model import Calendar
 
 SECRET_PREFIX = "whsec_"
@@ -47,7 +48,13 @@ def rotate_secret(client: redis.Redis, calendar_id: str) -> str:
     """Store a fresh secret for the calendar and return it (the only time it is shown)."""
     secret = new_secret()
     client.set(webhook_secret_key(calendar_id), secret)
+    _mirror_secret(client, calendar_id)
     return secret
+
+
+def _mirror_secret(client: redis.Redis, calendar_id: str) -> None:
+    key = webhook_secret_key(calendar_id)
+    legacy_keys.mirror(client, {key: legacy_calendar_keys(calendar_id)[key]})
 
 
 def after_put(client: redis.Redis, before: Calendar | None, after: Calendar, *,
@@ -59,6 +66,7 @@ def after_put(client: redis.Redis, before: Calendar | None, after: Calendar, *,
     """
     if not after.webhook_url:
         client.delete(webhook_secret_key(after.id))
+        _mirror_secret(client, after.id)
         return None
     changed = before is None or before.webhook_url != after.webhook_url
     if rotate or changed or secret_of(client, after.id) is None:

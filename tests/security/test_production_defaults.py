@@ -72,7 +72,7 @@ def test_redis_passwords_are_never_printed():
 def test_slotlock_up_leaves_a_redis_it_did_not_start_alone(redis_server, real_redis):
     result = CliRunner().invoke(main, ["up"], env={"REDIS_URL": redis_server.url})
     assert result.exit_code == 1 and "--reuse-redis" in result.output
-    assert real_redis.keys("sl:user:*") == []
+    assert real_redis.keys("sl:{user:*") == []
 
 
 def test_the_embedded_redis_wants_its_password_and_keeps_its_data_private(tmp_path):

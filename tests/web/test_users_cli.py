@@ -15,7 +15,7 @@ import requests
 from click.testing import CliRunner
 
 from slotlock.cli import main
-from slotlock.days.keys import token_key
+from slotlock.days.keys import token_key, user_key
 from slotlock.embedded import free_port
 from slotlock.users import Users
 
@@ -36,7 +36,7 @@ def test_tokens_are_stored_only_as_hashes_and_authenticate(real_redis):
 def test_passwords_are_argon2_hashes(real_redis):
     users = Users(real_redis)
     users.add("bob", password="correct horse")
-    stored = real_redis.hget("sl:user:bob", "password")
+    stored = real_redis.hget(user_key("bob"), "password")
     assert stored.startswith("$argon2") and "correct horse" not in stored
     assert users.check_password("bob", "correct horse").name == "bob"
     assert users.check_password("bob", "wrong") is None

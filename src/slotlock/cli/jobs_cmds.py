@@ -10,7 +10,8 @@ from datetime import date
 import click
 
 from .. import logs
-from ..errors import EvictingRedis
+from ..errors import UnsuitableRedis
+from ..legacy_keys import check_migrated
 from ..redis_conn import check_eviction_policy
 from .core import main, redis_or_exit, settings_or_exit
 
@@ -26,7 +27,8 @@ def jobs(burst: bool) -> None:
     client = redis_or_exit(settings)
     try:
         check_eviction_policy(client, allow=settings.allow_eviction)
-    except EvictingRedis as exc:
+        check_migrated(client)  # else a webhook's calendar looks gone, and its events dropped
+    except UnsuitableRedis as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(jobs_mod.run(settings, burst=burst))
 

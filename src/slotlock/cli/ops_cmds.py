@@ -11,7 +11,7 @@ import time
 
 import click
 
-from .. import logs
+from .. import legacy_keys, logs
 from ..catalog import Catalog
 from ..days.index import WorkIndex
 from ..days.keys import ACTIVE, DAYS, WORKERS, DayKeys, worker_alive_key
@@ -34,6 +34,14 @@ def migrate() -> None:
     """Idempotent set-up: the default calendar 'main'; index and zone locks of older data."""
     settings = settings_or_exit()
     client = redis_or_exit(settings)
+    # first: the default calendar must be looked for under its new name after the copy
+    copied, deleted = legacy_keys.migrate(client)
+    if copied:
+        click.echo(f"keys of calendars and users: {copied} copied to their new names (the "
+                   "old ones are kept for the processes of the release before, and deleted "
+                   f"by a migrate {legacy_keys.KEEP_S // 60} minutes or more from now)")
+    if deleted:
+        click.echo(f"keys of calendars and users under their old names: {deleted} deleted")
     catalog = Catalog(client)
     calendar, created = catalog.ensure_default(settings.default_timezone)
     click.echo(f"calendar {calendar.id}: {'created' if created else 'present'} "

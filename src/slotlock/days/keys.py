@@ -64,23 +64,28 @@ def split_partition(part: str) -> tuple[str, date]:
     return calendar_id, date.fromisoformat(day)
 
 
+# A calendar's keys share the hash tag {cal:ID} and a user's {user:NAME}, so that the
+# transactions over them stay in one Redis Cluster slot. Before 2026-12 they had no tag
+# (``sl:cal:ID``, ``sl:user:NAME``): see ``legacy_keys`` and ``slotlock migrate``.
+
+
 def calendar_key(calendar_id: str) -> str:
-    return f"{PREFIX}:cal:{calendar_id}"
+    return f"{PREFIX}:{{cal:{calendar_id}}}"
 
 
 def calendar_revisions_key(calendar_id: str) -> str:
-    return f"{PREFIX}:cal:{calendar_id}:revisions"
+    return f"{PREFIX}:{{cal:{calendar_id}}}:revisions"
 
 
 def calendar_changes_key(calendar_id: str) -> str:
     """Stream: one entry per rules revision written (``Catalog.put``), so a worker watching
     a calendar's days learns of a change in the read that waits for their commands."""
-    return f"{PREFIX}:cal:{calendar_id}:changes"
+    return f"{PREFIX}:{{cal:{calendar_id}}}:changes"
 
 
 def webhook_secret_key(calendar_id: str) -> str:
     """The calendar's webhook signing secret: beside the calendar, never inside its JSON."""
-    return f"{PREFIX}:cal:{calendar_id}:webhook-secret"
+    return f"{PREFIX}:{{cal:{calendar_id}}}:webhook-secret"
 
 
 def idempotency_key(actor: str, key: str) -> str:
@@ -154,7 +159,7 @@ USERS = f"{PREFIX}:users"  # set of user names
 
 def user_key(name: str) -> str:
     """Hash: name, admin flag, argon2 password hash, created_at."""
-    return f"{PREFIX}:user:{name}"
+    return f"{PREFIX}:{{user:{name}}}"
 
 
 def token_key(token_id: str) -> str:
@@ -165,4 +170,24 @@ def token_key(token_id: str) -> str:
 
 def user_tokens_key(name: str) -> str:
     """Set: the ids of a user's API tokens (``slotlock token list``, removal of the user)."""
-    return f"{PREFIX}:user:{name}:tokens"
+    return f"{PREFIX}:{{user:{name}}}:tokens"
+
+
+# -- keys before the hash tags (2026-12), kept for the processes of the release before ----
+
+def legacy_calendar_keys(calendar_id: str) -> dict[str, str]:
+    """Each key of a calendar -> its name before the hash tag."""
+    old = f"{PREFIX}:cal:{calendar_id}"
+    return {calendar_key(calendar_id): old,
+            calendar_revisions_key(calendar_id): f"{old}:revisions",
+            calendar_changes_key(calendar_id): f"{old}:changes",
+            webhook_secret_key(calendar_id): f"{old}:webhook-secret"}
+
+
+def legacy_user_keys(name: str) -> dict[str, str]:
+    """Each key of a user -> its name before the hash tag."""
+    old = f"{PREFIX}:user:{name}"
+    return {user_key(name): old, user_tokens_key(name): f"{old}:tokens"}
+
+
+LEGACY_KEYS_COPIED = f"{PREFIX}:migrate:legacy-keys-copied"  # unix s of the first copy

@@ -3,7 +3,7 @@
 -- zone could change afterwards, two days of different zones could hold the same instant.
 -- The lock is taken only for the zone the submitter used, so a submitter that read the
 -- zone before a change is told to read it again instead of locking the new one.
--- KEYS[1]  sl:cal:<id>   calendar json (field "zone_locked" is added here)
+-- KEYS[1]  sl:{cal:<id>} calendar json (field "zone_locked" is added here)
 -- ARGV[1]  the time zone the caller computed in
 -- returns  {1}              locked (now or before) with that zone
 --          {0, "missing"}   no such calendar

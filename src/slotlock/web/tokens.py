@@ -6,7 +6,7 @@ remembers them once it has verified the token's secret against its stored hash
 request, in one pipeline with the request's count against its token's rate limit:
 
     HMGET sl:token:<id> user expires_at   revoked or expired since?  (stops working at once)
-    HGETALL sl:user:<owner>         removed, or admin flag changed?    (at once as well)
+    HGETALL sl:{user:<owner>}       removed, or admin flag changed?    (at once as well)
     EVALSHA rate_count              fixed windows per token, as ``SLOTLOCK_RATE_LIMIT``
 
 Only a request whose token was verified (here, or by an earlier request of this process)
