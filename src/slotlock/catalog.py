@@ -80,6 +80,12 @@ class Catalog:
         the write are one transaction on the calendar's key, which ``lock_zone`` also writes.
         """
         key = calendar_key(calendar.id)
+        old_lock = legacy_keys.old_zone_lock(self.client, calendar.id)
+        if old_lock is not None:  # an old web process locked its zone: so is it here
+            if calendar.timezone != old_lock:
+                raise ZoneLocked(calendar.id, old_lock, calendar.timezone)
+            if self.find(calendar.id) is not None:
+                self.lock_zone(calendar.id, old_lock)  # kept when mirrored back
         # listed before it exists (the list is in another slot than the calendar): a
         # listed id whose calendar is missing is skipped by every reader
         self.client.sadd(CALENDARS, calendar.id)
@@ -98,6 +104,7 @@ class Catalog:
                         candidate = calendar.with_changes(revision=current.revision)
                         if candidate == current:
                             pipe.unwatch()
+                            legacy_keys.mirror(self.client, legacy_calendar_keys(calendar.id))
                             return current, False
                         calendar = calendar.with_changes(revision=current.revision + 1)
                     else:

@@ -1,50 +1,74 @@
 """Calendar and user keys before their hash tags (``sl:cal:ID`` → ``sl:{cal:ID}``,
 ``sl:user:NAME`` → ``sl:{user:NAME}``, 2026-12), across a rolling deploy.
 
-``slotlock migrate`` (the release phase) copies each old key to its new name. Processes of
-the release before keep running for a while and read the old names, so until the old keys
-are gone every write of a calendar or user by this release is mirrored onto them
-(``mirror``): an old worker sees a rules change on the old change stream, an old web
-process sees a removed user as removed. A later ``slotlock migrate``, once the copy is
-``KEEP_S`` old (the next release), deletes the old keys. A change made through a process of
-the earlier release after the copy is not seen by this one: change users and calendars
-after a deploy, not during it.
+``slotlock migrate`` (the release phase) copies each old key to its new name and marks the
+old names as kept (``LEGACY_KEYS_KEPT``). Processes of the release before keep running for
+a while and read the old names, so while they are kept, every write of a calendar or user
+by this release is also made under the old name (``mirror``): an old worker sees a rules
+change on the old change stream, an old web process sees a removed user as removed or a
+new password, an old jobs process finds a calendar created since and does not drop its
+webhook events. Old names are written first where that is the safe side (a removal), and
+a calendar's zone lock taken by an old web process is honoured.
 
-On a Redis Cluster there are no old keys (slotlock never ran on one before them).
+``slotlock migrate --drop-old-keys``, run once no process of the release before is left
+(the next deploy), copies any old key whose new name is missing and deletes the old
+names; after it, going back to the release before is not possible.
+
+What a process of the release before writes after the copy (a user, a token, a calendar
+put through its CLI) is not seen by this release: change users and calendars after a
+deploy, not during it. On a Redis Cluster there are no old names (slotlock never ran on
+one before them): migrate leaves nothing to mirror.
 """
 
 from __future__ import annotations
 
-import time
+import json
 
 import redis
+from redis.cluster import RedisCluster
 
-from .days.keys import (CALENDARS, LEGACY_KEYS_COPIED, USERS, calendar_key,
-                        legacy_calendar_keys, legacy_user_keys)
+from .days.keys import (CALENDARS, LEGACY_KEYS_KEPT, USERS, calendar_key, legacy_calendar_keys,
+                        legacy_user_keys, user_key)
 from .errors import MigrationNeeded
 
-KEEP_S = 3600  # old keys are deleted by a migrate at least this long after the copy
+
+def kept(client: redis.Redis) -> bool:
+    """Whether the old names are kept (and writes mirrored onto them)."""
+    return bool(client.exists(LEGACY_KEYS_KEPT))
 
 
 def mirror(client: redis.Redis, pairs: dict[str, str]) -> None:
-    """Copy each new key over its old name if the old one still exists (a deleted new key
-    deletes the old one). Nothing to do once the old keys are gone."""
+    """While the old names are kept: write each new key under its old name too (a deleted
+    new key deletes the old one)."""
+    if not kept(client):
+        return
     with client.pipeline(transaction=False) as pipe:
-        for new, old in pairs.items():
-            pipe.exists(old)
+        for new in pairs:
             pipe.exists(new)
         found = pipe.execute()
     with client.pipeline(transaction=False) as pipe:
-        for i, (new, old) in enumerate(pairs.items()):
-            old_there, new_there = found[2 * i], found[2 * i + 1]
-            if not old_there:
-                continue
-            if new_there:
+        for (new, old), there in zip(pairs.items(), found):
+            if there:
                 pipe.copy(new, old, replace=True)
             else:
                 pipe.delete(old)
-        if len(pipe):
-            pipe.execute()
+        pipe.execute()
+
+
+def old_zone_lock(client: redis.Redis, calendar_id: str) -> str | None:
+    """The zone an old web process locked the calendar in under its old name, if any."""
+    if not kept(client):
+        return None
+    raw = client.get(legacy_calendar_keys(calendar_id)[calendar_key(calendar_id)])
+    record = json.loads(raw) if raw else {}
+    return record.get("timezone") if record.get("zone_locked") else None
+
+
+def user_pairs(name: str) -> dict[str, str]:
+    """A user's keys mirrored: the record only. Token ids are listed under both names by
+    whichever release issued them, and read from both by ``Users.remove``."""
+    new = user_key(name)
+    return {new: legacy_user_keys(name)[new]}
 
 
 def all_pairs(client: redis.Redis) -> dict[str, str]:
@@ -56,31 +80,54 @@ def all_pairs(client: redis.Redis) -> dict[str, str]:
     return pairs
 
 
-def migrate(client: redis.Redis, now: float | None = None) -> tuple[int, int]:
-    """Copy old keys to their new names (a new key already there is kept); delete the old
-    keys once the first copy is ``KEEP_S`` old. Returns (copied, deleted)."""
-    now = time.time() if now is None else now
-    pairs = all_pairs(client)
-    copied_at = client.get(LEGACY_KEYS_COPIED)
-    if copied_at is not None and now - float(copied_at) >= KEEP_S:
-        with client.pipeline(transaction=False) as pipe:
-            for old in pairs.values():
-                pipe.delete(old)
-            deleted = sum(pipe.execute()) if pairs else 0
-        return 0, deleted
+def _copy_missing(client: redis.Redis, pairs: dict[str, str]) -> int:
+    """Copy each old key that exists to its new name unless that exists already."""
     with client.pipeline(transaction=False) as pipe:
-        for new, old in pairs.items():
+        for old in pairs.values():
+            pipe.exists(old)
+        found = pipe.execute()
+    present = [(new, old) for (new, old), there in zip(pairs.items(), found) if there]
+    if not present:
+        return 0
+    with client.pipeline(transaction=False) as pipe:
+        for new, old in present:
             pipe.copy(old, new, replace=False)
-        copied = sum(int(r) for r in pipe.execute()) if pairs else 0
-    client.set(LEGACY_KEYS_COPIED, repr(now), nx=True)
-    return copied, 0
+        return sum(int(r) for r in pipe.execute())
+
+
+def migrate(client: redis.Redis, *, drop: bool = False) -> tuple[int, int]:
+    """Copy the old names to the new (a new key already there is kept) and keep the old
+    names; with ``drop``, delete them instead once copied. Returns (copied, deleted)."""
+    if isinstance(client, RedisCluster):
+        return 0, 0  # no old names there, and a copy across slots cannot run
+    pairs = all_pairs(client)
+    copied = _copy_missing(client, pairs)
+    if not drop:
+        if copied or kept(client) or _any_old(client, pairs):
+            client.set(LEGACY_KEYS_KEPT, "1")
+        return copied, 0
+    with client.pipeline(transaction=False) as pipe:
+        for old in pairs.values():
+            pipe.delete(old)
+        deleted = sum(pipe.execute()) if pairs else 0
+    client.delete(LEGACY_KEYS_KEPT)
+    return copied, deleted
+
+
+def _any_old(client: redis.Redis, pairs: dict[str, str]) -> bool:
+    if not pairs:
+        return False
+    with client.pipeline(transaction=False) as pipe:
+        for old in pairs.values():
+            pipe.exists(old)
+        return any(pipe.execute())
 
 
 def check_migrated(client: redis.Redis) -> None:
-    """Raise ``MigrationNeeded`` if calendars are stored under their old names only and
+    """Raise ``MigrationNeeded`` if calendars are stored under their old names and
     ``slotlock migrate`` never copied them (every process checks before it starts work:
     without it this release would see no calendar and no user)."""
-    if client.exists(LEGACY_KEYS_COPIED):
+    if kept(client):
         return
     ids = sorted(client.smembers(CALENDARS))
     if not ids:

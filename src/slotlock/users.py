@@ -125,7 +125,7 @@ class Users:
             pipe.hsetnx(user_key(name), "session", secrets.token_hex(8))
             pipe.hset(user_key(name), mapping=fields)
             pipe.execute()
-        legacy_keys.mirror(self.client, legacy_user_keys(name))
+        legacy_keys.mirror(self.client, legacy_keys.user_pairs(name))
         return self.get(name) or User(name, admin)
 
     def remove(self, name: str) -> bool:
@@ -135,17 +135,21 @@ class Users:
         # The record goes first: from then on no token or session of the user works, even
         # if this process dies before the tokens are deleted. Keys of other slots are never
         # in one transaction (Redis Cluster), so the order is what makes it safe.
-        token_ids = self.client.smembers(user_tokens_key(name))
+        # Token ids listed under the old name too (issued by a process of the release
+        # before, see legacy_keys), and that record deleted first: a crash then leaves the
+        # user removed for old processes and present for this release, which a second
+        # removal completes.
+        old_record, old_tokens = legacy_user_keys(name).values()
+        token_ids = self.client.smembers(user_tokens_key(name)) | self.client.smembers(old_tokens)
+        self.client.delete(old_record)
         self.client.delete(user_key(name))
-        legacy = legacy_user_keys(name)
-        legacy_keys.mirror(self.client, {user_key(name): legacy[user_key(name)]})  # old processes'
         with self.client.pipeline(transaction=False) as pipe:
             for token_id in token_ids:
                 pipe.delete(token_key(token_id))
             pipe.delete(user_tokens_key(name))
+            pipe.delete(old_tokens)  # another slot: its own DEL
             pipe.srem(USERS, name)
             pipe.execute()
-        legacy_keys.mirror(self.client, legacy)
         return True
 
     # -- API tokens ----------------------------------------------------------------------

@@ -7,7 +7,8 @@ import redis
 from pydantic import ValidationError
 
 from ..config import Settings, redacted_url
-from ..errors import ClusterUnsupported
+from ..errors import UnsuitableRedis
+from ..legacy_keys import check_migrated
 from ..redis_conn import check_not_cluster, connect
 
 
@@ -21,15 +22,20 @@ def settings_or_exit(**overrides) -> Settings:
         raise click.ClickException("bad configuration:\n" + "\n".join(lines)) from exc
 
 
-def redis_or_exit(settings: Settings) -> redis.Redis:
-    """A client of the configured Redis, which answers and is not a Redis Cluster."""
+def redis_or_exit(settings: Settings, *, migrated: bool = True) -> redis.Redis:
+    """A client of the configured Redis, which answers and is not a Redis Cluster; with
+    ``migrated`` (all but ``slotlock migrate``), holding no data of an earlier release
+    that ``slotlock migrate`` has not moved yet (a command would not see it, and a
+    ``calendar put`` would hide it)."""
     client = connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms)
     try:
         client.ping()
         check_not_cluster(client, settings.redis_cluster)
+        if migrated:
+            check_migrated(client)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise click.ClickException(f"Redis at {redacted_url(settings.redis_url)} is unreachable: {exc}") from exc
-    except ClusterUnsupported as exc:
+    except UnsuitableRedis as exc:
         raise click.ClickException(str(exc)) from exc
     return client
 

@@ -30,18 +30,24 @@ def worker() -> None:
 
 
 @main.command()
-def migrate() -> None:
-    """Idempotent set-up: the default calendar 'main'; index and zone locks of older data."""
+@click.option("--drop-old-keys", is_flag=True,
+              help="Delete the key names of the release before 2026-12 (once none of its "
+                   "processes runs: going back to it is not possible after this).")
+def migrate(drop_old_keys: bool) -> None:
+    """Idempotent set-up: the default calendar 'main'; index and zone locks of older data;
+    keys of calendars and users copied from the names of the release before."""
     settings = settings_or_exit()
-    client = redis_or_exit(settings)
+    client = redis_or_exit(settings, migrated=False)
     # first: the default calendar must be looked for under its new name after the copy
-    copied, deleted = legacy_keys.migrate(client)
+    copied, deleted = legacy_keys.migrate(client, drop=drop_old_keys)
     if copied:
-        click.echo(f"keys of calendars and users: {copied} copied to their new names (the "
-                   "old ones are kept for the processes of the release before, and deleted "
-                   f"by a migrate {legacy_keys.KEEP_S // 60} minutes or more from now)")
+        click.echo(f"keys of calendars and users: {copied} copied to their new names")
     if deleted:
         click.echo(f"keys of calendars and users under their old names: {deleted} deleted")
+    elif legacy_keys.kept(client):
+        click.echo("the old key names of calendars and users are kept, and changes are made "
+                   "under both, for processes of the release before that may still run; "
+                   "once none runs: slotlock migrate --drop-old-keys")
     catalog = Catalog(client)
     calendar, created = catalog.ensure_default(settings.default_timezone)
     click.echo(f"calendar {calendar.id}: {'created' if created else 'present'} "

@@ -169,8 +169,10 @@ def token_key(token_id: str) -> str:
 
 
 def user_tokens_key(name: str) -> str:
-    """Set: the ids of a user's API tokens (``slotlock token list``, removal of the user)."""
-    return f"{PREFIX}:{{user:{name}}}:tokens"
+    """Set: the ids of a user's API tokens (``slotlock token list``, removal of the user).
+    Not ``:tokens``: a user named like a date shares its tag with a day of a calendar named
+    ``user``, and ``DayKeys.tokens`` is that day's key (the suffixes must differ)."""
+    return f"{PREFIX}:{{user:{name}}}:token-ids"
 
 
 # -- keys before the hash tags (2026-12), kept for the processes of the release before ----
@@ -190,4 +192,6 @@ def legacy_user_keys(name: str) -> dict[str, str]:
     return {user_key(name): old, user_tokens_key(name): f"{old}:tokens"}
 
 
-LEGACY_KEYS_COPIED = f"{PREFIX}:migrate:legacy-keys-copied"  # unix s of the first copy
+# set by ``slotlock migrate`` when it copied the old names, deleted with them by
+# ``slotlock migrate --drop-old-keys``: while it exists, writes are mirrored onto the old names
+LEGACY_KEYS_KEPT = f"{PREFIX}:migrate:old-keys-kept"
