@@ -27,7 +27,7 @@ import json
 import redis
 from redis.cluster import RedisCluster
 
-from .days.keys import (CALENDARS, LEGACY_KEYS_KEPT, USERS, calendar_key, legacy_calendar_keys,
+from .days.keys import (CALENDARS, LEGACY_KEYS_DROPPED, LEGACY_KEYS_KEPT, USERS, calendar_key, legacy_calendar_keys,
                         legacy_user_keys, user_key)
 from .errors import MigrationNeeded
 
@@ -106,11 +106,14 @@ def migrate(client: redis.Redis, *, drop: bool = False) -> tuple[int, int]:
         if copied or kept(client) or _any_old(client, pairs):
             client.set(LEGACY_KEYS_KEPT, "1")
         return copied, 0
+    # marked first: a write mirrored just before could leave an old name behind (deleted
+    # by the next --drop-old-keys), and the start-up check must not take it for old data
+    client.set(LEGACY_KEYS_DROPPED, "1")
+    client.delete(LEGACY_KEYS_KEPT)
     with client.pipeline(transaction=False) as pipe:
         for old in pairs.values():
             pipe.delete(old)
         deleted = sum(pipe.execute()) if pairs else 0
-    client.delete(LEGACY_KEYS_KEPT)
     return copied, deleted
 
 
@@ -127,7 +130,7 @@ def check_migrated(client: redis.Redis) -> None:
     """Raise ``MigrationNeeded`` if calendars are stored under their old names and
     ``slotlock migrate`` never copied them (every process checks before it starts work:
     without it this release would see no calendar and no user)."""
-    if kept(client):
+    if client.exists(LEGACY_KEYS_KEPT, LEGACY_KEYS_DROPPED):
         return
     ids = sorted(client.smembers(CALENDARS))
     if not ids:

@@ -195,3 +195,4 @@ def legacy_user_keys(name: str) -> dict[str, str]:
 # set by ``slotlock migrate`` when it copied the old names, deleted with them by
 # ``slotlock migrate --drop-old-keys``: while it exists, writes are mirrored onto the old names
 LEGACY_KEYS_KEPT = f"{PREFIX}:migrate:old-keys-kept"
+LEGACY_KEYS_DROPPED = f"{PREFIX}:migrate:old-keys-dropped"  # set by --drop-old-keys
