@@ -32,7 +32,7 @@ BLOCK_MS = 50  # longest blocking read; also the sweep period for orphaned days
 HEARTBEAT_S = 1.0
 WORKER_FORGET_S = 86_400  # a worker not seen for this long leaves the list (status)
 IDLE_CHECK_S = 0.1  # at most this often, a look for held days idle long enough to let go
-REINDEX_S = 1.0  # one incremental step over sl:days for queued days missing from the index
+REINDEX_S = 0.2  # one small step over sl:days (REINDEX_CHUNK days) for queued days missing from the index
 
 
 class Maintenance:
