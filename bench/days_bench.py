@@ -3,6 +3,7 @@
     python bench/days_bench.py                                  # 1,000 / 10,000 / 100,000 days, 60 s each
     python bench/days_bench.py --days 1000,100000 --seconds 300 # the issue's 5-minute check
     python bench/days_bench.py --quick                          # 1,000 / 10,000 days, 10 s: checks the script
+    python bench/days_bench.py --days 1000,100000 --seconds 60 --rounds 5   # interleaved
 
 For each size N: a private redis-server (AOF everysec, as deployed), 20 calendars, N days
 stored with bookings (each a copy of a day booked through the real path: its state, its
@@ -26,12 +27,14 @@ import logging
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
+from contextlib import ExitStack
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -129,16 +132,18 @@ def start_worker(url: str, log_path: Path, name: str = "bench-days") -> subproce
 
 
 def load(client_settings: Settings, active: list[str], rate: float, seconds: float,
-         threads: int) -> tuple[list[float], Counter]:
-    """Open loop: request k is due at start + k / rate; latency counts from then."""
-    slots = Counter()
+         threads: int, slots: Counter | None = None,
+         seed: int = 11) -> tuple[list[float], Counter]:
+    """Open loop: request k is due at start + k / rate; latency counts from then. ``slots``
+    (each day's next free slot) carries over between windows on the same days."""
+    slots = Counter() if slots is None else slots
     lock = threading.Lock()
     latencies: list[float] = []
     statuses: Counter = Counter()
     start = time.monotonic() + 0.2
     total = int(rate * seconds)
     counter = iter(range(total))
-    rng = random.Random(11)
+    rng = random.Random(seed)
     order = [rng.choice(active) for _ in range(total)]
 
     def run() -> None:
@@ -201,62 +206,129 @@ def settle_aof(r, timeout: float = 600.0) -> float:
     raise RuntimeError("the AOF rewrite did not end in time")
 
 
+class RewriteWatch:
+    """How long Redis spent rewriting its AOF during the window (sampled every 0.25 s): a
+    rewrite forks and copies the whole data set, and the copy-on-write faults slow Redis
+    while it runs, for a time that grows with the data stored."""
+
+    def __init__(self, url: str):
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+        self.seconds = 0.0
+        self.halt = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def start(self) -> "RewriteWatch":
+        self.thread.start()
+        return self
+
+    def run(self) -> None:
+        while not self.halt.wait(0.25):
+            if self.client.info("persistence").get("aof_rewrite_in_progress"):
+                self.seconds += 0.25
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.thread.join(5)
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else float("nan")
 
 
-def one_size(n: int, args) -> dict:
-    with tempfile.TemporaryDirectory() as tmp, RedisServer(tmp) as server:
-        settings = settings_for(server.url)
-        client = Client(settings)
-        make_calendars(client)
-        template = template_day(settings, client)
-        started = time.monotonic()
-        parts = fill(client, template, n)
-        rng = random.Random(n)
-        active = rng.sample(parts, min(args.active, len(parts)))
-        info = client.redis.info("memory")
-        print(f"  {n:,} days stored in {time.monotonic() - started:.1f} s, Redis "
-              f"{info['used_memory'] / 2**20:.0f} MiB; {len(active):,} of them active", flush=True)
-        settled_s = settle_aof(client.redis)
-        if settled_s:
-            print(f"  AOF rewrite after the fill: waited {settled_s:.1f} s for it", flush=True)
-        log_path = Path(tmp) / "worker.log"
-        worker = start_worker(server.url, log_path)
+class Size:
+    """One size N, ready to measure: its own redis-server with N days stored, its own
+    ``slotlock worker``; ``window`` measures one stretch of load on it."""
+
+    def __init__(self, n: int, args):
+        self.n, self.args = n, args
+        self.slots: Counter = Counter()
+        self.windows = 0
+
+    def __enter__(self) -> "Size":
+        args = self.args
+        self._tmp = tempfile.TemporaryDirectory()
+        tmp = self._tmp.name
+        extra = ["--auto-aof-rewrite-percentage", "0"] if args.aof_rewrite == "off" else []
+        self.server = RedisServer(tmp, extra=extra).start()
         try:
+            self.settings = settings_for(self.server.url)
+            self.client = client = Client(self.settings)
+            make_calendars(client)
+            template = template_day(self.settings, client)
+            started = time.monotonic()
+            parts = fill(client, template, self.n)
+            self.active = random.Random(self.n).sample(parts, min(args.active, len(parts)))
+            info = client.redis.info("memory")
+            print(f"  {self.n:,} days stored in {time.monotonic() - started:.1f} s, Redis "
+                  f"{info['used_memory'] / 2**20:.0f} MiB; {len(self.active):,} of them active",
+                  flush=True)
+            settled_s = settle_aof(client.redis)
+            if settled_s:
+                print(f"  AOF rewrite after the fill: waited {settled_s:.1f} s for it", flush=True)
+            self.log_path = Path(tmp) / "worker.log"
+            self.worker = start_worker(self.server.url, self.log_path)
             time.sleep(args.settle)  # the worker's first passes (script loading, re-index start)
-            cpu0, ops0 = cpu_seconds(worker.pid), client.redis.info("stats")["total_commands_processed"]
-            forks0 = client.redis.info("stats")["total_forks"]
-            t0 = time.monotonic()
-            latencies, statuses = load(settings, active, args.rate, args.seconds, args.threads)
-            wall = time.monotonic() - t0
-            cpu1, ops1 = cpu_seconds(worker.pid), client.redis.info("stats")["total_commands_processed"]
-            forks = client.redis.info("stats")["total_forks"] - forks0
-            time.sleep(1.2)  # one more heartbeat
-            status = json.loads(client.redis.hget(WORKERS, "bench-days") or "{}")
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
-        log_text = log_path.read_text()
+        except BaseException:
+            self.server.stop()
+            self._tmp.cleanup()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.worker.send_signal(signal.SIGTERM)
+        try:
+            self.worker.wait(20)
+        except subprocess.TimeoutExpired:
+            self.worker.kill()
+            self.worker.wait()
+        self.server.stop()
+        self._tmp.cleanup()
+
+    def window(self, seconds: float) -> dict:
+        args, r = self.args, self.client.redis
+        cpu0, ops0 = cpu_seconds(self.worker.pid), r.info("stats")["total_commands_processed"]
+        forks0 = r.info("stats")["total_forks"]
+        rewriting = RewriteWatch(self.server.url).start()
+        t0 = time.monotonic()
+        latencies, statuses = load(self.settings, self.active, args.rate, seconds,
+                                   args.threads, self.slots, seed=11 + self.windows)
+        wall = time.monotonic() - t0
+        rewriting.stop()
+        self.windows += 1
+        cpu1, ops1 = cpu_seconds(self.worker.pid), r.info("stats")["total_commands_processed"]
+        forks = r.info("stats")["total_forks"] - forks0
+        time.sleep(1.2)  # one more heartbeat
+        status = json.loads(r.hget(WORKERS, "bench-days") or "{}")
         stats = status.get("stats", {})
         return {
-            "days": n, "active": len(active), "wall_s": wall,
+            "days": self.n, "active": len(self.active), "wall_s": wall,
             "worker_cpu_per_s": (cpu1 - cpu0) / wall,
             "redis_ops_per_s": (ops1 - ops0) / wall,
-            "leases_lost": stats.get("leases_lost", 0),
-            "lost_in_log": log_text.count("lost lease of"),
+            "leases_lost": stats.get("leases_lost", 0),  # the worker's total so far
+            "lost_in_log": self.log_path.read_text().count("lost lease of"),
             "requests": len(latencies), "p50_ms": pct(latencies, 0.50),
             "p99_ms": pct(latencies, 0.99), "max_ms": max(latencies, default=float("nan")),
+            "latencies": latencies,
             "statuses": dict(statuses),
-            "redis_mib": client.redis.info("memory")["used_memory"] / 2**20,
+            "redis_mib": r.info("memory")["used_memory"] / 2**20,
             "acquired": stats.get("acquired", 0), "released": stats.get("released", 0),
-            "redis_forks": forks,
+            "redis_forks": forks, "aof_rewriting_s": rewriting.seconds,
+            "latest_fork_ms": r.info("stats")["latest_fork_usec"] / 1000,
         }
+
+
+def row(r: dict) -> str:
+    return (f"days {r['days']:>7,}  worker CPU {r['worker_cpu_per_s']:.3f} s/s  Redis "
+            f"{r['redis_ops_per_s']:,.0f} commands/s  leases lost {r['leases_lost']} "
+            f"(log: {r['lost_in_log']})  submit->outcome p50 {r['p50_ms']:.1f} p99 "
+            f"{r['p99_ms']:.1f} max {r['max_ms']:.1f} ms  {r['requests']:,} requests "
+            f"Redis forks {r['redis_forks']} (AOF rewriting {r['aof_rewriting_s']:.1f} s, "
+            f"last fork {r['latest_fork_ms']:.1f} ms)  "
+            f"{r['statuses']}  acquired {r['acquired']:,} released {r['released']:,}  "
+            f"Redis {r['redis_mib']:.0f} MiB")
 
 
 def main() -> None:
@@ -269,6 +341,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--settle", type=float, default=3.0)
     parser.add_argument("--quick", action="store_true", help="1,000 and 10,000 days, 10 s")
+    parser.add_argument("--aof-rewrite", choices=["auto", "off"], default="auto",
+                        help="Redis's automatic AOF rewrites during the window (default: auto, "
+                             "as Redis ships; off: auto-aof-rewrite-percentage 0)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with more than 1: every size ready at once, then this many "
+                             "windows of --seconds on each, alternating (see ``rounds``)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     if args.quick:
@@ -277,24 +355,59 @@ def main() -> None:
     sizes = [int(x) for x in args.days.split(",")]
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  days {sizes}, {args.active} active, "
           f"{args.rate:g} bookings/s open loop from {args.threads} threads, {args.seconds:g} s "
-          f"each, one `slotlock worker` process", flush=True)
-    results = []
-    for n in sizes:
-        r = one_size(n, args)
-        results.append(r)
-        print(f"days {r['days']:>7,}  worker CPU {r['worker_cpu_per_s']:.3f} s/s  Redis "
-              f"{r['redis_ops_per_s']:,.0f} commands/s  leases lost {r['leases_lost']} "
-              f"(log: {r['lost_in_log']})  submit->outcome p50 {r['p50_ms']:.1f} p99 "
-              f"{r['p99_ms']:.1f} max {r['max_ms']:.1f} ms  {r['requests']:,} requests "
-              f"Redis forks {r['redis_forks']}  "
-              f"{r['statuses']}  acquired {r['acquired']:,} released {r['released']:,}  "
-              f"Redis {r['redis_mib']:.0f} MiB", flush=True)
-    base = results[0]
-    for r in results[1:]:
-        print(f"p99 at {r['days']:,} days / at {base['days']:,} days: "
-              f"{r['p99_ms'] / base['p99_ms']:.2f}x; worker CPU {r['worker_cpu_per_s'] / base['worker_cpu_per_s']:.2f}x")
+          f"each, one `slotlock worker` process, AOF rewrites {args.aof_rewrite}", flush=True)
+    if args.rounds == 1:
+        results = []
+        for n in sizes:
+            with Size(n, args) as size:
+                results.append(size.window(args.seconds))
+            print(row(results[-1]), flush=True)
+        base = results[0]
+        for r in results[1:]:
+            print(f"p99 at {r['days']:,} days / at {base['days']:,} days: "
+                  f"{r['p99_ms'] / base['p99_ms']:.2f}x; worker CPU "
+                  f"{r['worker_cpu_per_s'] / base['worker_cpu_per_s']:.2f}x")
+    else:
+        results = rounds(sizes, args)
     if args.json:
+        for r in results:
+            r.pop("latencies", None)
         Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+def rounds(sizes: list[int], args) -> list[dict]:
+    """Every size ready at once (its own Redis and worker), then --rounds windows of
+    --seconds on each, the sizes' order alternating round by round: the VM's speed drifts
+    by a third between runs minutes apart, which a ratio of runs taken one after the
+    other measures instead of the sizes."""
+    results: list[dict] = []
+    with ExitStack() as stack:
+        ready = [stack.enter_context(Size(n, args)) for n in sizes]
+        for k in range(args.rounds):
+            order = ready if k % 2 == 0 else list(reversed(ready))
+            print(f"round {k + 1} of {args.rounds}: {', '.join(f'{s.n:,}' for s in order)}",
+                  flush=True)
+            for size in order:
+                results.append(size.window(args.seconds))
+                print("  " + row(results[-1]), flush=True)
+    by_size = {n: [r for r in results if r["days"] == n] for n in sizes}
+    base = sizes[0]
+    print(f"\nover {args.rounds} rounds of {args.seconds:g} s per size:")
+    for n, mine in by_size.items():
+        pooled = [x for r in mine for x in r["latencies"]]
+        lost = max(r["leases_lost"] for r in mine)
+        cpu = statistics.median(r["worker_cpu_per_s"] for r in mine)
+        line = (f"  days {n:>7,}: {len(pooled):,} requests, p50 {pct(pooled, 0.5):.1f} p99 "
+                f"{pct(pooled, 0.99):.1f} max {max(pooled):.1f} ms, worker CPU (median) "
+                f"{cpu:.3f} s/s, leases lost {lost}")
+        if n != base:
+            ratios = [m["p99_ms"] / b["p99_ms"] for m, b in zip(mine, by_size[base])]
+            base_pooled = [x for r in by_size[base] for x in r["latencies"]]
+            line += (f"; p99 / {base:,} days: pooled {pct(pooled, 0.99) / pct(base_pooled, 0.99):.2f}x, "
+                     f"median of rounds {statistics.median(ratios):.2f}x "
+                     f"(rounds: {', '.join(f'{x:.2f}x' for x in ratios)})")
+        print(line, flush=True)
+    return results
 
 
 if __name__ == "__main__":

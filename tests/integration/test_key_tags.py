@@ -152,6 +152,7 @@ def test_migrate_copies_the_keys_of_the_release_before_and_keeps_them_in_step(
     assert real_redis.exists(*OLD.values()) == len(OLD)  # kept for the processes of before
     again = cli(redis_server.url, "migrate")
     assert again.returncode == 0 and "copied" not in again.stdout
+    assert "--drop-old-keys" in cli(redis_server.url, "status").stdout
 
     # this release's changes are made under the old names too: an old worker watching the
     # old change stream reads the new rules; an old web process sees the new password
@@ -193,6 +194,7 @@ def test_migrate_copies_the_keys_of_the_release_before_and_keeps_them_in_step(
     assert not real_redis.keys("sl:cal:*") and not real_redis.keys("sl:user:*")
     assert users.get("dora") is not None and catalog.get("main").name == "Main hall"
     assert not legacy_keys.kept(real_redis)
+    assert "--drop-old-keys" not in cli(redis_server.url, "status").stdout
     catalog.put(catalog.get("main").with_changes(name="Main hall 2"))
     assert not real_redis.keys("sl:cal:*")
     check_server(real_redis, make_settings(redis_url=redis_server.url))

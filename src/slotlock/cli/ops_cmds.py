@@ -89,9 +89,10 @@ def status(as_json: bool) -> None:
 
     findings = list_findings(client)
     # -- end findings --
+    old_keys_kept = legacy_keys.kept(client)
     if as_json:
-        click.echo(json.dumps({"workers": workers, "days": days, "findings": findings},
-                              indent=2))
+        click.echo(json.dumps({"workers": workers, "days": days, "findings": findings,
+                               "old_keys_kept": old_keys_kept}, indent=2))
         return
     now = time.time()
     click.echo(f"workers ({sum(w['alive'] for w in workers)} alive):")
@@ -113,3 +114,6 @@ def status(as_json: bool) -> None:
         for f in item["findings"]:
             click.echo(f"    [{f['code']}] {f['message']}")
     # -- end findings --
+    if old_keys_kept:
+        click.echo("old key names of calendars and users kept for processes of the release "
+                   "before 2026-12 (once none runs: slotlock migrate --drop-old-keys)")
