@@ -6,9 +6,9 @@ import json
 
 import redis
 
+from . import legacy_keys
 from .days.keys import (CALENDARS, calendar_changes_key, calendar_key, calendar_revisions_key,
                         legacy_calendar_keys)
-from . import legacy_keys
 from .days.scripts import Scripts
 from .errors import UnknownCalendar, ZoneLocked
 from .model import Calendar

@@ -27,8 +27,8 @@ import json
 import redis
 from redis.cluster import RedisCluster
 
-from .days.keys import (CALENDARS, LEGACY_KEYS_DROPPED, LEGACY_KEYS_KEPT, USERS, calendar_key, legacy_calendar_keys,
-                        legacy_user_keys, user_key)
+from .days.keys import (CALENDARS, LEGACY_KEYS_DROPPED, LEGACY_KEYS_KEPT, USERS, calendar_key,
+                        legacy_calendar_keys, legacy_user_keys, user_key)
 from .errors import MigrationNeeded
 
 
@@ -80,19 +80,20 @@ def all_pairs(client: redis.Redis) -> dict[str, str]:
     return pairs
 
 
-def _copy_missing(client: redis.Redis, pairs: dict[str, str]) -> int:
-    """Copy each old key that exists to its new name unless that exists already."""
+def _copy_present(client: redis.Redis, pairs: dict[str, str]) -> tuple[int, bool]:
+    """Copy each old key that exists to its new name unless that exists already; (keys
+    copied, whether any old key exists)."""
     with client.pipeline(transaction=False) as pipe:
         for old in pairs.values():
             pipe.exists(old)
-        found = pipe.execute()
+        found = pipe.execute() if pairs else []
     present = [(new, old) for (new, old), there in zip(pairs.items(), found) if there]
     if not present:
-        return 0
+        return 0, False
     with client.pipeline(transaction=False) as pipe:
         for new, old in present:
             pipe.copy(old, new, replace=False)
-        return sum(int(r) for r in pipe.execute())
+        return sum(int(r) for r in pipe.execute()), True
 
 
 def migrate(client: redis.Redis, *, drop: bool = False) -> tuple[int, int]:
@@ -101,9 +102,9 @@ def migrate(client: redis.Redis, *, drop: bool = False) -> tuple[int, int]:
     if isinstance(client, RedisCluster):
         return 0, 0  # no old names there, and a copy across slots cannot run
     pairs = all_pairs(client)
-    copied = _copy_missing(client, pairs)
+    copied, present = _copy_present(client, pairs)
     if not drop:
-        if copied or kept(client) or _any_old(client, pairs):
+        if present:
             client.set(LEGACY_KEYS_KEPT, "1")
         return copied, 0
     # marked first: a write mirrored just before could leave an old name behind (deleted
@@ -115,15 +116,6 @@ def migrate(client: redis.Redis, *, drop: bool = False) -> tuple[int, int]:
             pipe.delete(old)
         deleted = sum(pipe.execute()) if pairs else 0
     return copied, deleted
-
-
-def _any_old(client: redis.Redis, pairs: dict[str, str]) -> bool:
-    if not pairs:
-        return False
-    with client.pipeline(transaction=False) as pipe:
-        for old in pairs.values():
-            pipe.exists(old)
-        return any(pipe.execute())
 
 
 def check_migrated(client: redis.Redis) -> None:
