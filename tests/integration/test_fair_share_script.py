@@ -127,3 +127,29 @@ def test_the_fair_share_is_the_ceiling_of_the_mean(real_redis, n_workers, held, 
     hold(a, held[0], 1000.0)
     beat(a)
     assert a.fair == expect
+
+
+def test_a_connection_error_while_shedding_forgets_the_days_it_may_have_released(real_redis):
+    """Redis may have run the releases before the connection broke: the days must leave the
+    book (renewing a lease that may be free is waste, deciding on it is the fence's to stop;
+    those not released lapse after the TTL), as ``release_idle`` does."""
+    import redis as redis_lib
+
+    a, b = make_share(real_redis, "wa"), make_share(real_redis, "wb")
+    t0 = 1000.0
+    parts = hold(a, 12, t0)
+    beat(b)
+    beat(a)
+
+    def broken(build, **kwargs):
+        raise redis_lib.ConnectionError("connection lost mid-pipeline")
+
+    a.leases.scripts.run_pipeline = broken
+    with pytest.raises(redis_lib.ConnectionError):
+        a.shed(t0 + share_mod.SETTLED_S)
+    assert len(a.leases.owned) == 6
+    assert all(p not in a.leases.owned for p in parts[:6])
+    # not taken back at once, and no second shedding straight away
+    assert a.admit(parts[:6], t0 + share_mod.SETTLED_S + 0.1) == []
+    a.fair, a.cap = 2, 4
+    assert a.shed(t0 + share_mod.SETTLED_S + 0.1) == []

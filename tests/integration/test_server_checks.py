@@ -54,3 +54,30 @@ def test_readyz_checks_a_redis_that_did_not_answer_at_start_up(tmp_path):
         assert web.get("/readyz").status_code == 200
     finally:
         server.stop()
+
+
+@pytest.mark.timeout(60)
+def test_without_a_probe_requests_are_refused_on_a_redis_found_unsuitable_later(tmp_path, caplog):
+    """A process started while Redis was down makes the check on its first requests too:
+    with no readiness probe it must not serve on an evicting Redis; /healthz (liveness)
+    still answers, and the refusal is logged once, not on every request."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    app = create_app(make_settings(redis_url=url))
+    web = app.test_client()
+    server = RedisServer(tmp_path, port=port, extra=["--maxmemory-policy", "allkeys-lru"])
+    server.start()
+    try:
+        caplog.clear()
+        api = web.get("/api/v1/calendars", headers={"Authorization": "Bearer slk_x"})
+        assert api.status_code == 503, api.json
+        assert "allkeys-lru" in api.json["error"]["message"]
+        page = web.get("/")
+        assert page.status_code == 503 and b"allkeys-lru" in page.data
+        assert web.get("/healthz").status_code == 200
+        assert web.get("/readyz").status_code == 503
+        assert caplog.text.count("not serving") == 1, caplog.text
+        connect(url).config_set("maxmemory-policy", "noeviction")
+        assert web.get("/api/v1/calendars").status_code == 401  # served again: no token
+    finally:
+        server.stop()

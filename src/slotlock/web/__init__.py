@@ -8,13 +8,15 @@ import time
 from typing import Any
 
 import redis
-from flask import Flask
+from flask import Flask, current_app, request
 from flask_limiter import Limiter
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..config import Settings
+from ..errors import UnsuitableRedis
 from ..days.keys import DEV_SECRET_KEY, RATE_LIMIT_PREFIX
 from ..redis_conn import check_server, connect
 from . import api, errors, health, ui
@@ -44,6 +46,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     app.extensions["slotlock"].server_ok = server_ok
     errors.register(app)
     _rate_limits(app, settings)
+    app.before_request(_server_checked)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     ui.init_app(app, settings, exempt=(api.bp, health.bp))
@@ -61,9 +64,9 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
 def _refuse_evicting_redis(settings: Settings) -> bool:
     """A web process does not start on a Redis that may evict keys (``EvictingRedis``) or
     on a Redis Cluster (``ClusterUnsupported``). If Redis does not answer yet, the process
-    starts and ``/readyz`` makes the check once Redis answers (503 until it passes); the
-    lease workers check too and refuse to apply anything on such a Redis. Whether the
-    check passed."""
+    starts and makes the check on its requests once Redis answers (``_server_checked``:
+    503 until it passes); the lease workers check too and refuse to apply anything on such
+    a Redis. Whether the check passed."""
     client = connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms)
     try:
         check_server(client, settings)
@@ -74,6 +77,21 @@ def _refuse_evicting_redis(settings: Settings) -> bool:
         return False
     finally:
         client.close()
+
+
+def _server_checked() -> None:
+    """A process that started while Redis was down checks the server on its first requests
+    (``Services.server_checked``): on an unsuitable one it answers 503 to everything but
+    the health checks (``/readyz`` says why), not only when a readiness probe asks."""
+    services = current_app.extensions["slotlock"]
+    if services.server_ok or request.blueprint == health.bp.name:
+        return
+    try:
+        services.server_checked()
+    except UnsuitableRedis as exc:
+        raise ServiceUnavailable(f"this server's Redis is unsuitable: {exc}") from exc
+    except (redis.ConnectionError, redis.TimeoutError):
+        pass  # the request finds out itself, and answers its usual 503
 
 
 def _seconds_to_reset(limiter: Limiter) -> int:

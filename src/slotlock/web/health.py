@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 import redis
 from flask import Blueprint, current_app, jsonify
 
 from ..errors import UnsuitableRedis
-
-log = logging.getLogger("slotlock.web")
 
 bp = Blueprint("health", __name__)
 
@@ -25,8 +21,7 @@ def readyz():
     try:
         services.client.redis.ping()
         services.server_checked()  # if Redis did not answer at start-up
-    except UnsuitableRedis as exc:
-        log.error("not ready: %s", exc)
+    except UnsuitableRedis as exc:  # logged by server_checked, at most once a minute
         return jsonify({"status": "unsuitable", "error": str(exc)}), 503
     except redis.RedisError:
         return jsonify({"status": "unavailable"}), 503

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 
 from ..client import Client
 from ..config import Settings
+from ..errors import UnsuitableRedis
 from ..redis_conn import check_server
 from ..users import Users
 from .tokens import TokenGate
+
+log = logging.getLogger("slotlock.web")
+
+UNSUITABLE_LOG_S = 60.0  # an unsuitable server is logged at most this often, per process
 
 
 class WebClient(Client):
@@ -50,6 +57,7 @@ class Services:
         # set by create_app once Redis passed check_server; if it did not answer then,
         # /readyz makes the check (``server_checked``)
         self.server_ok = False
+        self._next_unsuitable_log = 0.0
 
     @property
     def client(self) -> Client:
@@ -61,10 +69,21 @@ class Services:
 
     def server_checked(self) -> None:
         """Check the server once (``check_server``) if the start-up could not: raises
-        ``UnsuitableRedis`` (every time, until the server changes) or a connection error."""
-        if not self.server_ok:
+        ``UnsuitableRedis`` (every time, until the server changes; logged at most once per
+        ``UNSUITABLE_LOG_S``) or a connection error. ``/readyz`` and every other request
+        but ``/healthz`` ask, so a process started while Redis was down serves nothing on
+        an unsuitable Redis, with or without a readiness probe."""
+        if self.server_ok:
+            return
+        try:
             check_server(self.client.redis, self.settings)
-            self.server_ok = True
+        except UnsuitableRedis as exc:
+            now = time.monotonic()
+            if now >= self._next_unsuitable_log:
+                self._next_unsuitable_log = now + UNSUITABLE_LOG_S
+                log.error("not serving: %s", exc)
+            raise
+        self.server_ok = True
 
     @property
     def tokens(self) -> TokenGate:

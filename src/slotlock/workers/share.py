@@ -44,6 +44,8 @@ import secrets
 import time
 from collections import Counter
 
+import redis
+
 from ..days.index import WorkIndex
 from ..days.keys import WORKER_LOAD
 from .leases import LeaseBook
@@ -110,10 +112,19 @@ class FairShare:
                 lease.queue_release(pipe)
             self.queue_beat(pipe, True, held=len(self.leases.owned) - len(leases))
 
-        # the scripts' own pipeline: one that Redis lost (a restart) is loaded and sent again
-        replies = self.leases.scripts.run_pipeline(build, raise_on_error=False)
         until = now + SHED_HOLD_S
         self.quiet_until = now + QUIET_S
+        try:
+            # the scripts' own pipeline: one that Redis lost (a restart) is loaded and sent
+            replies = self.leases.scripts.run_pipeline(build, raise_on_error=False)
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            # Redis may have run the releases: forget the days rather than renew leases
+            # that may be free (those not released lapse after the TTL), as release_idle
+            for part, lease in zip(parts, leases):
+                self.leases.forget(part)
+                lease.released()
+                self.shed_until[part] = until
+            raise
         given = []
         for part, lease, reply in zip(parts, leases, replies):
             if isinstance(reply, Exception):
