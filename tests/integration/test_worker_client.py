@@ -209,3 +209,26 @@ def test_a_retry_after_a_busy_answer_is_not_told_the_marker(settings, client):
         assert retried.outcome["status"] == "accepted"
         again = tight.book("a", "main", at(3), at(4), "x", idempotency_key="k-busy")
         assert again.outcome == retried.outcome
+
+
+def test_the_heartbeat_goes_on_after_redis_lost_its_scripts(settings, client, real_redis):
+    """The heartbeat's pipeline holds two scripts (workers_seen, share_beat): after a
+    SCRIPT FLUSH (a Redis restart) they are loaded and the beat sent again, so the worker
+    stays in the list and its count of days stays fresh."""
+    import json
+
+    from slotlock.days.keys import WORKER_LOAD, WORKERS_SEEN
+
+    with WorkerThread(settings):
+        deadline = time.monotonic() + 5
+        while not real_redis.zcard(WORKERS_SEEN) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [(worker, seen)] = real_redis.zrange(WORKERS_SEEN, 0, -1, withscores=True)
+        real_redis.script_flush()
+        flushed_at = real_redis.time()[0]
+        time.sleep(2.5)  # two heartbeats
+        assert real_redis.zscore(WORKERS_SEEN, worker) >= flushed_at + 1
+        counts = [json.loads(v) for v in real_redis.hvals(WORKER_LOAD)]
+        assert counts and max(c["at"] for c in counts) >= flushed_at + 1
+        assert client.book("alice", "main", at(9), at(10), "after").outcome["status"] == \
+            "accepted"
