@@ -311,6 +311,8 @@ def test_every_hook_of_flasks_request_cycle_is_one_the_lane_mirrors(app):
     (or make the lane hand the request to Flask), and this list updated."""
     assert _hook_names(app.before_request_funcs) == {
         None: ["flask_limiter._extension.Limiter._check_request_limit",
+               # the lane hands every request to Flask until the server passed its check
+               "slotlock.web._server_checked",
                "flask_wtf.csrf.CSRFProtect.init_app.<locals>.csrf_protect"],
         "api": ["slotlock.web.api._authenticate"],            # the lane: TokenGate.check
         "ui": ["slotlock.web.ui.views._require_sign_in"],

@@ -10,7 +10,9 @@ Flask, answers a booking itself when it can do exactly what Flask would:
 - the request carries ``Authorization: Bearer <token>`` for a token this process has
   verified before (``TokenGate.knows``: a first-seen token's secret is checked by Flask);
 - the body has a ``Content-Length`` within ``MAX_CONTENT_LENGTH`` and no
-  ``Transfer-Encoding``.
+  ``Transfer-Encoding``;
+- the process has checked its Redis (``Services.server_ok``: a process started while Redis
+  was down checks it in Flask's ``_server_checked``).
 
 Anything else goes to Flask untouched, before anything is read or counted. In the lane
 the request is counted and checked like Flask's (``TokenGate.check``: one round trip; a
@@ -95,7 +97,10 @@ class FastLane:
         limit = self.app.config.get("MAX_CONTENT_LENGTH")
         if limit is not None and int(length) > limit:
             return None  # Flask's 413
-        if not self.app.extensions["slotlock"].tokens.knows(token):
+        services = self.app.extensions["slotlock"]
+        if not services.server_ok:
+            return None  # Flask checks the server first (web._server_checked)
+        if not services.tokens.knows(token):
             return None
         return match.group(1), token, int(length)
 
