@@ -41,8 +41,8 @@ def holder_name(client):
 
 
 def test_sigkill_of_the_holder_loses_and_duplicates_nothing(procs, client, e2e_settings):
-    a = procs.worker("wa")
-    b = procs.worker("wb")
+    a = procs.worker("wa", SLOTLOCK_LOG_LEVEL="DEBUG")  # acquisitions are logged at DEBUG
+    b = procs.worker("wb", SLOTLOCK_LOG_LEVEL="DEBUG")
     a.wait_log("started")
     b.wait_log("started")
     ids = random_books(client, 150, seed=1)
@@ -101,7 +101,8 @@ def test_second_sigterm_stops_at_once_and_loses_nothing(procs, client):
     assert a.wait(5) == 1
     assert time.monotonic() - sent < 1.0
     assert "cold stop" in a.log() and "FAILPOINT resumed" not in a.log()
-    b = procs.worker("wb")  # takes the day once the abandoned lease lapses
+    # takes the day once the abandoned lease lapses (acquisitions are logged at DEBUG)
+    b = procs.worker("wb", SLOTLOCK_LOG_LEVEL="DEBUG")
     assert client.wait(queued.command_id, 5000)["status"] == "accepted"
     assert check_day(client.redis, PART)["applied"] == 1
     b.wait_log("acquired main:2030-12-01 with token 2")
@@ -116,7 +117,7 @@ def test_paused_holder_past_its_ttl_cannot_commit(procs, client, e2e_settings):
     a.wait_log("FAILPOINT stop_before_commit: main:2030-12-01 token 1")
     time.sleep(e2e_settings.lease_ttl_ms / 1000 * 1.5)  # A's lease lapses while it is paused
     assert client.redis.get(KEYS.lease) is None
-    b = procs.worker("wb")
+    b = procs.worker("wb", SLOTLOCK_LOG_LEVEL="DEBUG")  # acquisitions are logged at DEBUG
     wait_for(lambda: all_settled(client, ids), 10, 0.05, "B settled every command")
     b.wait_log("acquired main:2030-12-01 with token 2")
     before = check_day(client.redis, PART)

@@ -37,7 +37,7 @@ def test_sigterm_handover_does_not_wait_for_a_successor_that_already_tried(setup
     a.wait_log("started")
     assert client.book("u", "main", datetime(2031, 2, 1, 9), datetime(2031, 2, 1, 10),
                        "x").outcome["status"] == "accepted"
-    b = procs.worker("wb")
+    b = procs.worker("wb", SLOTLOCK_LOG_LEVEL="DEBUG")  # the acquisition is logged at DEBUG
     b.wait_log("started")
     # b's sweep sees the day (it has work) held by a, fails to acquire and waits for expiry
     queued = client.book("u", "main", datetime(2031, 2, 1, 11), datetime(2031, 2, 1, 12), "y")

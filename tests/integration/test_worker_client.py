@@ -104,6 +104,38 @@ def test_idle_day_is_released_and_dropped_from_the_index(settings, client):
         assert client.book("bob", "main", at(18), at(19), "y").outcome["status"] == "accepted"
 
 
+def test_a_day_drained_and_taken_out_of_the_index_is_let_go_of_without_a_look(settings,
+                                                                              client):
+    """A fresh day's first batch drains it and the next round trip takes it out of the
+    index: its idle release is one script, with no first round trip reading its score and
+    commands (two commands a day, for a day per booking). A command that comes while it is
+    held is still decided before the release, and one after it finds the lease free."""
+    thread = WorkerThread(settings)
+    looked: list[str] = []
+    look = thread.worker.maintenance._look_before_release
+
+    def spy(candidates, drained):
+        looked.extend(part for part, _ in candidates)
+        return look(candidates, drained)
+
+    thread.worker.maintenance._look_before_release = spy
+    keys = DayKeys.of("main", DAY)
+    with thread as worker:
+        assert client.book("alice", "main", at(16), at(17), "x").outcome["status"] == "accepted"
+        # a second day's command: its commit pipeline carries the first day's index removal
+        client.book("alice", "main", at(9, 0, on=date(2030, 12, 24)), at(10, 0,
+                    on=date(2030, 12, 24)), "x")
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and client.redis.exists(keys.lease):
+            time.sleep(0.02)
+        assert not client.redis.exists(keys.lease)
+        assert client.redis.zscore(ACTIVE, keys.part) is None
+        assert keys.part not in looked, looked
+        assert worker.stats["released"] >= 1
+        outcome = client.book("bob", "main", at(18), at(19), "y").outcome
+        assert outcome["status"] == "accepted"
+
+
 def test_backpressure_when_the_backlog_is_full(settings, client):
     tight = Client(settings.model_copy(update={"backlog_limit": 2}))
     tight.book("a", "main", at(1), at(2), "x", wait_ms=0)

@@ -131,8 +131,12 @@ def test_a_day_that_stops_being_watched_owing_a_wakeup_is_read_again(real_redis)
     owned = leases.owned[part]
     owned.day, owned.dirty = object(), False  # its state is known (only that matters here)
     wakeups = Wakeups(real_redis, real_redis, index, leases, 256, stopping=lambda: False)
+    leases.worked(owned, time.monotonic())
     wakeups.read(None)
-    assert wakeups.watching == {part}
+    assert wakeups.watching == set()  # one batch: not watched (a fresh day per request)
+    leases.worked(owned, time.monotonic())
+    wakeups.read(None)
+    assert wakeups.watching == {part}  # two: hot
     index.wake([part])  # a command came: its wake-up is read with a commit
     pipe = real_redis.pipeline(transaction=False)
     wakeups.queue(pipe)

@@ -178,6 +178,7 @@ class DayBatches:
             owned.noted_at = d.decided_at
         owned.day = batch.day
         owned.cursor = batch.cursor
+        owned.unindexed = False  # new commands: their submit put the day in the index
         self.leases.worked(owned, time.monotonic())
         owned.dirty = d.commands >= self.settings.batch_size
         if not owned.dirty:

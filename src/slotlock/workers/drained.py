@@ -73,8 +73,10 @@ class DrainedDays:
             elif int(removed):
                 # a new command puts the day back with a score that may equal the old one
                 owned = self.leases.owned.get(part)
-                if owned is not None and owned.seen_score == score:
-                    owned.seen_score = None
+                if owned is not None:
+                    owned.unindexed = True
+                    if owned.seen_score == score:
+                        owned.seen_score = None
                 self.stats["unindexed"] += 1
                 out.add(part)
         return out

@@ -28,6 +28,9 @@ log = logging.getLogger("slotlock.worker")
 # in, and each day's read is used only if its calendar's change stream did not move
 # across it (see ``DayBatches.queue_first_read``).
 ACQUIRE_CHUNK = 64
+# a day that worked this many times under our grant is hot: reads watch it (``Wakeups``);
+# one that got a single command (a fresh day per request) seldom gets a second one soon
+HOT_AFTER = 2
 
 
 @dataclass
@@ -39,12 +42,16 @@ class OwnedDay:
     _dirty: bool = True
     renew_at: float = 0.0
     last_work: float = 0.0
+    works: int = 0  # batches committed under this grant (``HOT_AFTER``)
     acquired_at: float = 0.0
     calendar_raw: str | None = None
     calendar_id: str = ""
     change_id: str = "0-0"  # the calendar's last change entry before calendar_raw was read
     calendar_stale: bool = False  # a change came after it: read the calendar again
     wake_owed: bool = False  # a wake-up was dropped: the next watching read must cover it
+    # our removal took the day out of the index after the last commands we decided: an
+    # idle release needs no look at its score first (``Maintenance.release_idle``)
+    unindexed: bool = False
     # the book's set of dirty days, kept with ``dirty`` so the loop never scans every day
     dirty_set: set[str] | None = field(default=None, repr=False)
 
@@ -95,6 +102,9 @@ class LeaseBook:
         self._next_renewal = float("inf")
         # held days, the one that worked last at the end (``worked``)
         self.recent: OrderedDict[str, OwnedDay] = OrderedDict()
+        # of those, the days that worked more than once under our grant, in the same order:
+        # the ones a read watches (``Wakeups.watched``)
+        self.hot: OrderedDict[str, OwnedDay] = OrderedDict()
 
     def try_acquire(self, part: str, now: float | None = None) -> bool:
         """Take the day's lease if it is free (see ``try_acquire_many``)."""
@@ -178,7 +188,9 @@ class LeaseBook:
         self._next_renewal = min(self._next_renewal, owned.renew_at)
         self.owned[part] = owned
         self.recent[part] = owned
-        log.info("acquired %s with token %d", part, lease.token)
+        # DEBUG: with a fresh day per request this is a line per booking (6 % of the
+        # worker's CPU at INFO); the heartbeat counts acquisitions, `slotlock status` shows
+        log.debug("acquired %s with token %d", part, lease.token)
         return owned
 
     def renew_due(self, now: float) -> None:
@@ -249,12 +261,18 @@ class LeaseBook:
     def forget(self, part: str) -> OwnedDay | None:
         """Take a day out of the book (its lease is let go of, or lapses)."""
         self.recent.pop(part, None)
+        self.hot.pop(part, None)
         return self.owned.pop(part, None)
 
     def worked(self, owned: OwnedDay, now: float) -> None:
         owned.last_work = now
-        if self.recent.get(owned.keys.part) is owned:
-            self.recent.move_to_end(owned.keys.part)
+        owned.works += 1
+        part = owned.keys.part
+        if self.recent.get(part) is owned:
+            self.recent.move_to_end(part)
+            if owned.works >= HOT_AFTER:
+                self.hot[part] = owned
+                self.hot.move_to_end(part)
 
     def release(self, part: str) -> None:
         owned = self.forget(part)
@@ -268,6 +286,7 @@ class LeaseBook:
             self.owned[part].lease.release()
         self.owned.clear()
         self.recent.clear()
+        self.hot.clear()
         return parts
 
     def forget_cached_state(self) -> None:

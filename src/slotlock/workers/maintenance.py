@@ -79,8 +79,8 @@ class Maintenance:
         return min(self.next_sweep, self.next_heartbeat)
 
     def release_idle(self, now: float) -> None:
-        """Let go of the days idle for ``SLOTLOCK_IDLE_RELEASE_MS``, in two round trips for
-        all of them. The first reads each day's score in the index of days with work, then
+        """Let go of the days idle for ``SLOTLOCK_IDLE_RELEASE_MS``, in at most two round trips
+        for all of them. The first reads each day's score in the index of days with work, then
         looks for a command after our cursor; for each day with none, the second takes it
         out of the index if its score did not move (only while our grant is well clear of
         its expiry, as for a drained day: ``DrainedDays``), then releases its lease if still
@@ -88,18 +88,31 @@ class Maintenance:
         release are one step). A command appended after the first look moved the score (the
         day stays indexed); one appended between the removal and the release put the day
         back and is seen by the script (the lease is kept and the day read); one appended
-        after finds the lease free, the day indexed and a wake-up posted."""
+        after finds the lease free, the day indexed and a wake-up posted.
+
+        A day that our own removal took out of the index after the last commands we decided
+        (``OwnedDay.unindexed``: a fresh day drained by its first batch) needs no first
+        look: it has no score to remove, and the release script looks for a command itself.
+        (Should a command's index bump land after that removal while we decided it from a
+        watching read, the day stays indexed with nobody holding it: the sweep takes it,
+        finds nothing to decide, and takes it out.)"""
         idle = self.settings.idle_release_ms / 1000
-        candidates = []
+        candidates, drained = [], []
         for part, owned in self.leases.owned.items():
             if owned.dirty or now - owned.last_work < idle:
                 continue
             if owned.day is None or not owned.lease.held:
                 owned.dirty = True  # our view is stale: read the day again before letting go
                 continue
-            candidates.append((part, owned))
-        if not candidates:
-            return
+            (drained if owned.unindexed else candidates).append((part, owned))
+        removals = self._look_before_release(candidates, drained) if candidates else {}
+        if drained:
+            self._release(drained, removals)
+
+    def _look_before_release(self, candidates: list, drained: list) -> dict[str, float]:
+        """The first round trip of ``release_idle``: each day's score, then its commands
+        after our cursor. Days with none go to ``drained``; returns the scores of those to
+        take out of the index before their release."""
 
         def look(pipe) -> None:
             for part, owned in candidates:
@@ -107,7 +120,7 @@ class Maintenance:
                 self.batches.store.queue_read_commands(pipe, owned.keys, owned.cursor, 1)
 
         looked = self.scripts.run_pipeline(look, raise_on_error=False)
-        removals, drained = {}, []
+        removals = {}
         for i, (part, owned) in enumerate(candidates):
             score, entries = looked[2 * i], looked[2 * i + 1]
             if isinstance(entries, Exception):
@@ -119,8 +132,11 @@ class Maintenance:
             if (score is not None and not isinstance(score, Exception)
                     and self.leases.held_clear_of_expiry(owned, time.monotonic())):
                 removals[part] = score
-        if not drained:
-            return
+        return removals
+
+    def _release(self, drained: list, removals: dict[str, float]) -> None:
+        """The second round trip of ``release_idle``: take the days of ``removals`` out of
+        the index, and let go of each lease if its day is still idle."""
 
         def build(pipe) -> None:
             for part, owned in drained:

@@ -16,8 +16,11 @@ the commands, in that order). Not covered: a change that lands between a batch's
 and its commit (README, Known limits).
 
 A read watches the held days that worked last (at most ``WATCH_MAX``, each within
-``WATCH_S`` of its last commit): a worker may hold thousands of days for a while after one
-command each, and a read names every day it watches. A wake-up entry naming a watched day
+``WATCH_S`` of its last commit) and more than once (``leases.HOT_AFTER``): a worker may hold
+thousands of days for a while after one command each, a read names every day it watches,
+and a day that got one command (a fresh day per request) seldom gets a second one soon
+(watching the 64 that worked last packed the names and ids of 64 streams that brought
+nothing into every read). A wake-up entry naming a watched day
 is dropped: its command was appended before the entry, so it is at or before the day's
 cursor (decided), or after it, where the next read, which watches the day at its cursor,
 finds it. The day is marked as owing that read (``OwnedDay.wake_owed``) until a read that
@@ -76,7 +79,7 @@ class Wakeups:
         dirty (see the module's docstring)."""
         since = time.monotonic() - WATCH_S
         hot = []
-        for owned in reversed(self.leases.recent.values()):  # the one that worked last first
+        for owned in reversed(self.leases.hot.values()):  # the one that worked last first
             if owned.last_work < since or len(hot) == WATCH_MAX:
                 break
             if not owned.dirty and owned.day is not None:
