@@ -19,7 +19,7 @@ import redis
 from .catalog import Catalog
 from .config import Settings
 from .days.index import WorkIndex
-from .days.keys import REPLICATION_BARRIER, DayKeys, idempotency_key
+from .days.keys import DayKeys, idempotency_key
 from .days.scripts import Scripts
 from .days.store import DayStore
 from .errors import IdempotencyMismatch, InvalidRequest
@@ -33,6 +33,7 @@ from .redis_conn import connect, connect_blocking
 CALENDAR_CACHE_S = 1.0
 MARKER = "-"  # submit.lua's "nothing queued" marker for a fused wait (never an outcome)
 MARKER_TTL_MS = 10_000
+BARRIER_TTL_MS = 60_000  # the replication barrier (DayKeys.barrier) expires on its own
 # A thread past WebClient's cap of waiters still waits this long in the submit's round trip:
 # a flash crowd's bookings are mostly decided by then (fewer 202s), and the thread is
 # busy no longer than an ordinary request.
@@ -286,12 +287,13 @@ class Client:
             return Result(command.command_id, told)
         if submitted.outcome is not None:  # a retry of a decided command: no wait at all
             outcome = json.loads(submitted.outcome)
-            return Result(submitted.command_id, outcome if self.replicated() else None, True)
+            return Result(submitted.command_id, outcome if self.replicated(keys) else None,
+                          True)
         if fused and not submitted.duplicate:
             raw = replies[-1]
             if raw and raw != MARKER:
                 return Result(submitted.command_id,
-                              json.loads(raw) if self.replicated() else None)
+                              json.loads(raw) if self.replicated(keys) else None)
             outcome = self.wait(submitted.command_id, 0)  # timed out: decided since?
         else:
             outcome = self.wait(submitted.command_id, wait)
@@ -342,26 +344,29 @@ class Client:
                 wait_ms = int((deadline - time.monotonic()) * 1000)
                 continue
             if raw:
-                return json.loads(raw) if self.replicated() else None
+                return json.loads(raw) if self.replicated(keys) else None
             break
         raw = self.store.outcome(keys, command_id)
-        return json.loads(raw) if raw and self.replicated() else None
+        return json.loads(raw) if raw and self.replicated(keys) else None
 
-    def replicated(self) -> bool:
-        """True once everything this client has *seen* is on ``wait_replicas`` replicas.
+    def replicated(self, keys: DayKeys) -> bool:
+        """True once everything this client has *seen* of the day ``keys`` is on
+        ``wait_replicas`` replicas.
 
         The worker's commit (and the reply inside it) happens on the primary before any
         replica has it. WAIT only covers the calling connection's own writes, so we write
         a barrier *after* having seen the outcome and WAIT for that: the replication
         stream is one ordered log, so a replica that acknowledged the barrier also holds
         the commit we saw (and the command before it). If too few replicas answer in
-        time the outcome is not told (the caller answers 202 / "pending" instead).
+        time the outcome is not told (the caller answers 202 / "pending" instead). The
+        barrier is a key of the day's slot (``DayKeys.barrier``, expiring): on a Redis
+        Cluster the day's node is the one whose replication counts.
         """
         wanted = self.settings.wait_replicas
         if wanted <= 0:
             return True
-        pipe = self.redis.pipeline(transaction=False)  # one connection: the INCR, then WAIT
-        pipe.incr(REPLICATION_BARRIER)
+        pipe = self.redis.pipeline(transaction=False)  # one connection: the write, then WAIT
+        pipe.set(keys.barrier, "1", px=BARRIER_TTL_MS)
         pipe.execute_command("WAIT", wanted, self.settings.wait_replicas_timeout_ms)
         _, acked = pipe.execute()
         return int(acked) >= wanted
@@ -373,12 +378,13 @@ class Client:
         With ``reader`` (not an admin): None as well unless ``reader`` issued the command,
         told by the id's actor tag or, for an untagged id, by the accepted outcome."""
         calendar_id, day = parse_command_id(command_id)
-        raw = self.store.outcome(DayKeys.of(calendar_id, day), command_id)
+        keys = DayKeys.of(calendar_id, day)
+        raw = self.store.outcome(keys, command_id)
         if raw is None:
             return None
         if reader is not None and not admin and not _readable_by(command_id, raw, reader):
             return None
-        if raw == "" or not self.replicated():
+        if raw == "" or not self.replicated(keys):
             return {"command_id": command_id, "status": "pending"}
         return json.loads(raw)
 

@@ -62,3 +62,28 @@ def test_outcomes_wait_for_the_replica(primary_and_replica):
     finally:
         worker.request_stop()
         thread.join(10)
+
+
+def test_the_barrier_is_written_on_the_days_own_slot(primary_and_replica):
+    """The barrier before WAIT is a key of the day's slot (issue 12: no global key on the
+    booking path; on a Redis Cluster the WAIT must follow a write on the day's node), with
+    a TTL so that it leaves nothing behind."""
+    primary, _replica = primary_and_replica
+    settings = make_settings(redis_url=primary.url, wait_replicas=1,
+                             wait_replicas_timeout_ms=1000, reply_timeout_ms=3000)
+    client = Client(settings)
+    open_default(client.redis)
+    worker = LeaseWorker(make_settings(redis_url=primary.url, worker_id="wb"))
+    thread = threading.Thread(target=worker.work, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    try:
+        told = client.book("u", "main", datetime(2031, 1, 2, 9), datetime(2031, 1, 2, 10), "a")
+        assert told.outcome["status"] == "accepted"
+        keys = DayKeys.of("main", datetime(2031, 1, 2).date())
+        assert client.redis.exists(keys.barrier)
+        assert 0 < client.redis.pttl(keys.barrier) <= 60_000
+        assert not client.redis.exists("sl:replication-barrier")
+        assert client.status(told.command_id)["status"] == "accepted"
+    finally:
+        worker.request_stop()
+        thread.join(10)

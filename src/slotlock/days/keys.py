@@ -18,7 +18,6 @@ WORKERS = f"{PREFIX}:workers"  # hash: worker id -> status json
 WORKERS_SEEN = f"{PREFIX}:workers:seen"  # zset: worker id -> unix s last seen (forgotten after a day)
 WORKER_LOAD = f"{PREFIX}:workers:load"  # hash: worker id -> {"held", "at"} (workers/share.py)
 DEV_SECRET_KEY = f"{PREFIX}:dev:secret-key"  # shared session key of web processes without SECRET_KEY
-REPLICATION_BARRIER = f"{PREFIX}:replication-barrier"  # counter written before WAIT, see client
 DAYS = f"{PREFIX}:days"  # zset: every partition ever written, scored by local date ordinal
 # -- background jobs (issue 6) ----------------------------------------------------------------
 RETAINED = f"{PREFIX}:days:retained"  # zset: old days retention has finished -> epoch ms
@@ -145,6 +144,13 @@ class DayKeys:
     def snapshot(self) -> str:
         """Hash: the verified state at a cursor, base of the audit once the stream is trimmed."""
         return f"{PREFIX}:{self.tag}:snapshot"
+
+    @property
+    def barrier(self) -> str:
+        """String with a short TTL, written before ``WAIT`` (``SLOTLOCK_WAIT_REPLICAS``): on
+        the day's own slot, so that on a Redis Cluster the WAIT follows a write on the node
+        that holds the day, and no key of the booking path is global."""
+        return f"{PREFIX}:{self.tag}:barrier"
 
     def reply(self, command_id: str) -> str:
         return f"{PREFIX}:{self.tag}:reply:{command_id}"
