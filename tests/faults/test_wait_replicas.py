@@ -33,7 +33,9 @@ def primary_and_replica(tmp_path):
     primary.stop()
 
 
-def test_outcomes_wait_for_the_replica(primary_and_replica):
+@pytest.fixture
+def waiting_client(primary_and_replica):
+    """A client that waits for one replica (300 ms at most), a lease worker on the primary."""
     primary, replica = primary_and_replica
     settings = make_settings(redis_url=primary.url, wait_replicas=1,
                              wait_replicas_timeout_ms=300, reply_timeout_ms=3000)
@@ -43,47 +45,41 @@ def test_outcomes_wait_for_the_replica(primary_and_replica):
     thread = threading.Thread(target=worker.work, kwargs={"install_signals": False}, daemon=True)
     thread.start()
     try:
-        told = client.book("u", "main", datetime(2031, 1, 1, 9), datetime(2031, 1, 1, 10), "a")
-        assert told.outcome["status"] == "accepted"  # replica attached: told at once
-        replica_client = redis.Redis.from_url(replica.url, decode_responses=True)
-        assert replica_client.hget(DayKeys.of("main", datetime(2031, 1, 1).date()).done,
-                                   told.command_id)
-
-        replica.process.send_signal(signal.SIGSTOP)  # the replica stops acknowledging
-        held = client.book("u", "main", datetime(2031, 1, 1, 11), datetime(2031, 1, 1, 12), "b")
-        assert held.outcome is None  # decided on the primary, but not told: 202 / pending
-        assert client.status(held.command_id)["status"] == "pending"
-        keys = DayKeys.of("main", datetime(2031, 1, 1).date())
-        assert client.store.outcome(keys, held.command_id)  # the primary has decided it
-
-        replica.process.send_signal(signal.SIGCONT)
-        wait_for(lambda: client.status(held.command_id)["status"] == "accepted", 10, 0.05,
-                 what="the outcome once the replica caught up")
+        yield client, replica
     finally:
         worker.request_stop()
         thread.join(10)
 
 
-def test_the_barrier_is_written_on_the_days_own_slot(primary_and_replica):
+def test_outcomes_wait_for_the_replica(waiting_client):
+    client, replica = waiting_client
+    told = client.book("u", "main", datetime(2031, 1, 1, 9), datetime(2031, 1, 1, 10), "a")
+    assert told.outcome["status"] == "accepted"  # replica attached: told at once
+    replica_client = redis.Redis.from_url(replica.url, decode_responses=True)
+    assert replica_client.hget(DayKeys.of("main", datetime(2031, 1, 1).date()).done,
+                               told.command_id)
+
+    replica.process.send_signal(signal.SIGSTOP)  # the replica stops acknowledging
+    held = client.book("u", "main", datetime(2031, 1, 1, 11), datetime(2031, 1, 1, 12), "b")
+    assert held.outcome is None  # decided on the primary, but not told: 202 / pending
+    assert client.status(held.command_id)["status"] == "pending"
+    keys = DayKeys.of("main", datetime(2031, 1, 1).date())
+    assert client.store.outcome(keys, held.command_id)  # the primary has decided it
+
+    replica.process.send_signal(signal.SIGCONT)
+    wait_for(lambda: client.status(held.command_id)["status"] == "accepted", 10, 0.05,
+             what="the outcome once the replica caught up")
+
+
+def test_the_barrier_is_written_on_the_days_own_slot(waiting_client):
     """The barrier before WAIT is a key of the day's slot (issue 12: no global key on the
     booking path; on a Redis Cluster the WAIT must follow a write on the day's node), with
     a TTL so that it leaves nothing behind."""
-    primary, _replica = primary_and_replica
-    settings = make_settings(redis_url=primary.url, wait_replicas=1,
-                             wait_replicas_timeout_ms=1000, reply_timeout_ms=3000)
-    client = Client(settings)
-    open_default(client.redis)
-    worker = LeaseWorker(make_settings(redis_url=primary.url, worker_id="wb"))
-    thread = threading.Thread(target=worker.work, kwargs={"install_signals": False}, daemon=True)
-    thread.start()
-    try:
-        told = client.book("u", "main", datetime(2031, 1, 2, 9), datetime(2031, 1, 2, 10), "a")
-        assert told.outcome["status"] == "accepted"
-        keys = DayKeys.of("main", datetime(2031, 1, 2).date())
-        assert client.redis.exists(keys.barrier)
-        assert 0 < client.redis.pttl(keys.barrier) <= 60_000
-        assert not client.redis.exists("sl:replication-barrier")
-        assert client.status(told.command_id)["status"] == "accepted"
-    finally:
-        worker.request_stop()
-        thread.join(10)
+    client, _replica = waiting_client
+    told = client.book("u", "main", datetime(2031, 1, 2, 9), datetime(2031, 1, 2, 10), "a")
+    assert told.outcome["status"] == "accepted"
+    keys = DayKeys.of("main", datetime(2031, 1, 2).date())
+    assert client.redis.exists(keys.barrier)
+    assert 0 < client.redis.pttl(keys.barrier) <= 60_000
+    assert not client.redis.exists("sl:replication-barrier")
+    assert client.status(told.command_id)["status"] == "accepted"
