@@ -78,6 +78,30 @@ def test_without_a_probe_requests_are_refused_on_a_redis_found_unsuitable_later(
         assert web.get("/readyz").status_code == 503
         assert caplog.text.count("not serving") == 1, caplog.text
         connect(url).config_set("maxmemory-policy", "noeviction")
+        assert web.get("/readyz").status_code == 200  # asks again at once
         assert web.get("/api/v1/calendars").status_code == 401  # served again: no token
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(60)
+def test_the_fast_lane_hands_bookings_to_flask_until_the_server_is_checked(tmp_path):
+    """The fast lane answers bookings of tokens this process knows without Flask's hooks:
+    until the server passed its check, it must hand them to Flask, which refuses on an
+    unsuitable Redis (the lane would have booked)."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    app = create_app(make_settings(redis_url=url))
+    services = app.extensions["slotlock"]
+    services.tokens.knows = lambda token: True  # as if this process had verified it
+    server = RedisServer(tmp_path, port=port, extra=["--maxmemory-policy", "allkeys-lru"])
+    server.start()
+    try:
+        answer = app.test_client().post(
+            "/api/v1/calendars/main/bookings", headers={"Authorization": "Bearer slk_x_y"},
+            json={"start": "2031-01-01T09:00:00Z", "end": "2031-01-01T10:00:00Z",
+                  "title": "x"})
+        assert answer.status_code == 503, answer.json
+        assert "allkeys-lru" in answer.json["error"]["message"]
     finally:
         server.stop()

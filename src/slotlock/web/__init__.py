@@ -72,8 +72,8 @@ def _refuse_evicting_redis(settings: Settings) -> bool:
         check_server(client, settings)
         return True
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        log.warning("Redis unreachable at start-up (%s); /readyz checks it (eviction "
-                    "policy, cluster mode) once it answers", exc)
+        log.warning("Redis unreachable at start-up (%s); requests and /readyz check it "
+                    "(eviction policy, cluster mode) once it answers", exc)
         return False
     finally:
         client.close()
@@ -92,6 +92,9 @@ def _server_checked() -> None:
         raise ServiceUnavailable(f"this server's Redis is unsuitable: {exc}") from exc
     except (redis.ConnectionError, redis.TimeoutError):
         pass  # the request finds out itself, and answers its usual 503
+    except redis.RedisError as exc:  # e.g. an ACL refusal: the check cannot be made
+        log.warning("could not check the Redis server: %s", exc)
+        raise ServiceUnavailable("the data store could not be checked; retry shortly") from exc
 
 
 def _seconds_to_reset(limiter: Limiter) -> int:

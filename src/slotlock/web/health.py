@@ -20,7 +20,7 @@ def readyz():
     services = current_app.extensions["slotlock"]
     try:
         services.client.redis.ping()
-        services.server_checked()  # if Redis did not answer at start-up
+        services.server_checked(fresh=True)  # if Redis did not answer at start-up
     except UnsuitableRedis as exc:  # logged by server_checked, at most once a minute
         return jsonify({"status": "unsuitable", "error": str(exc)}), 503
     except redis.RedisError:

@@ -16,6 +16,7 @@ from .tokens import TokenGate
 log = logging.getLogger("slotlock.web")
 
 UNSUITABLE_LOG_S = 60.0  # an unsuitable server is logged at most this often, per process
+RECHECK_S = 1.0  # an unsuitable server is told from memory this long (every request asks)
 
 
 class WebClient(Client):
@@ -55,8 +56,11 @@ class Services:
         self._users: Users | None = None
         self._tokens: TokenGate | None = None
         # set by create_app once Redis passed check_server; if it did not answer then,
-        # /readyz makes the check (``server_checked``)
+        # every request makes the check until it passes (``server_checked``)
         self.server_ok = False
+        self._check_lock = threading.Lock()
+        self._unsuitable: UnsuitableRedis | None = None  # the last check's refusal
+        self._next_check = 0.0
         self._next_unsuitable_log = 0.0
 
     @property
@@ -67,23 +71,34 @@ class Services:
                     self._client = WebClient(self.settings)
         return self._client
 
-    def server_checked(self) -> None:
-        """Check the server once (``check_server``) if the start-up could not: raises
-        ``UnsuitableRedis`` (every time, until the server changes; logged at most once per
-        ``UNSUITABLE_LOG_S``) or a connection error. ``/readyz`` and every other request
-        but ``/healthz`` ask, so a process started while Redis was down serves nothing on
-        an unsuitable Redis, with or without a readiness probe."""
+    def server_checked(self, *, fresh: bool = False) -> None:
+        """Check the server (``check_server``) if the start-up could not: raises
+        ``UnsuitableRedis`` until the server changes, or a Redis error. ``/readyz`` and
+        every other request but ``/healthz`` ask, so a process started while Redis was down
+        serves nothing on an unsuitable Redis, with or without a readiness probe.
+
+        One thread checks at a time (the others wait for its answer), and an unsuitable
+        server is told from memory for ``RECHECK_S`` (``fresh``: ask it again now, as
+        ``/readyz`` does) and logged at most once per ``UNSUITABLE_LOG_S``; a check that
+        could not reach Redis is not remembered."""
         if self.server_ok:
             return
-        try:
-            check_server(self.client.redis, self.settings)
-        except UnsuitableRedis as exc:
+        with self._check_lock:
+            if self.server_ok:
+                return
             now = time.monotonic()
-            if now >= self._next_unsuitable_log:
-                self._next_unsuitable_log = now + UNSUITABLE_LOG_S
-                log.error("not serving: %s", exc)
-            raise
-        self.server_ok = True
+            if self._unsuitable is not None and now < self._next_check and not fresh:
+                raise self._unsuitable
+            try:
+                check_server(self.client.redis, self.settings)
+            except UnsuitableRedis as exc:
+                self._unsuitable, self._next_check = exc, now + RECHECK_S
+                if now >= self._next_unsuitable_log:
+                    self._next_unsuitable_log = now + UNSUITABLE_LOG_S
+                    log.error("not serving: %s", exc)
+                raise
+            self._unsuitable = None
+            self.server_ok = True
 
     @property
     def tokens(self) -> TokenGate:

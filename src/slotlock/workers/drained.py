@@ -32,6 +32,7 @@ class DrainedDays:
         self.leases = leases
         self.stats = stats
         self.pending: dict[str, tuple[OwnedDay, float]] = {}  # day -> (its grant, score)
+        self.grants: dict[str, OwnedDay] = {}  # of the last ``due``: day -> the grant checked
 
     def add(self, part: str, owned: OwnedDay, score: float | None) -> None:
         """Every command queued when the day's score was ``score`` is decided and committed
@@ -49,9 +50,11 @@ class DrainedDays:
         recorded here, see ``took``.)"""
         due = []
         now = time.monotonic()
+        self.grants = {}
         for part, (owned, score) in self.pending.items():
             if self.leases.held_clear_of_expiry(owned, now):
                 due.append((part, score))
+                self.grants[part] = owned
             else:
                 self.stats["unindex_skipped"] += 1
         self.pending.clear()
@@ -73,7 +76,7 @@ class DrainedDays:
             elif int(removed):
                 # a new command puts the day back with a score that may equal the old one
                 owned = self.leases.owned.get(part)
-                if owned is not None:
+                if owned is not None and owned is self.grants.get(part):  # the grant checked
                     owned.unindexed = True
                     if owned.seen_score == score:
                         owned.seen_score = None

@@ -93,9 +93,10 @@ class Maintenance:
         A day that our own removal took out of the index after the last commands we decided
         (``OwnedDay.unindexed``: a fresh day drained by its first batch) needs no first
         look: it has no score to remove, and the release script looks for a command itself.
-        (Should a command's index bump land after that removal while we decided it from a
-        watching read, the day stays indexed with nobody holding it: the sweep takes it,
-        finds nothing to decide, and takes it out.)"""
+        (Should a command appended before the drained batch's read have its index bump land
+        after our removal, the day is back in the index; while we hold it the sweep marks
+        it dirty, and if the idle release comes first the day stays indexed with nobody
+        holding it: the sweep takes it, finds nothing to decide, and takes it out.)"""
         idle = self.settings.idle_release_ms / 1000
         candidates, drained = [], []
         for part, owned in self.leases.owned.items():

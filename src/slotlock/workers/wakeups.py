@@ -47,7 +47,7 @@ from .leases import LeaseBook, OwnedDay
 log = logging.getLogger("slotlock.worker")
 
 WAKE_COUNT = 1000  # wake-up entries, and commands per held day, per read
-WATCH_MAX = 64  # held days one read watches: those that worked last
+WATCH_MAX = 64  # held days one read watches: the hot ones (leases.HOT_AFTER) that worked last
 WATCH_S = 1.0  # a held day is watched this long after its last commit
 
 
@@ -74,8 +74,8 @@ class Wakeups:
         return self.wake_id
 
     def watched(self) -> dict[str, OwnedDay | str]:
-        """The held days the next read watches: clean ones whose state and cursor we know,
-        that worked last. Days that stop being watched while they owe a read are made
+        """The held days the next read watches: clean, hot ones (``leases.HOT_AFTER``) whose
+        state and cursor we know, that worked last. Days that stop being watched while they owe a read are made
         dirty (see the module's docstring)."""
         since = time.monotonic() - WATCH_S
         hot = []
