@@ -16,8 +16,8 @@ from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..config import Settings
-from ..errors import UnsuitableRedis
 from ..days.keys import DEV_SECRET_KEY, RATE_LIMIT_PREFIX
+from ..errors import UnsuitableRedis
 from ..redis_conn import check_server, connect
 from . import api, errors, health, ui
 from .auth import client_address_key

@@ -32,7 +32,6 @@ class DrainedDays:
         self.leases = leases
         self.stats = stats
         self.pending: dict[str, tuple[OwnedDay, float]] = {}  # day -> (its grant, score)
-        self.grants: dict[str, OwnedDay] = {}  # of the last ``due``: day -> the grant checked
 
     def add(self, part: str, owned: OwnedDay, score: float | None) -> None:
         """Every command queued when the day's score was ``score`` is decided and committed
@@ -40,7 +39,7 @@ class DrainedDays:
         if score is not None:
             self.pending[part] = (owned, score)
 
-    def due(self) -> list[tuple[str, float]]:
+    def due(self) -> list[tuple[str, float, OwnedDay]]:
         """The days to take out of the index now: only those still held under the grant
         that drained them, with a lease well clear of its expiry. The compare is on the
         score alone, and a day taken out and put back starts again at 1: while we hold the
@@ -50,36 +49,33 @@ class DrainedDays:
         recorded here, see ``took``.)"""
         due = []
         now = time.monotonic()
-        self.grants = {}
         for part, (owned, score) in self.pending.items():
             if self.leases.held_clear_of_expiry(owned, now):
-                due.append((part, score))
-                self.grants[part] = owned
+                due.append((part, score, owned))
             else:
                 self.stats["unindex_skipped"] += 1
         self.pending.clear()
         return due
 
-    def queue(self, pipe, due: list[tuple[str, float]]) -> None:
-        for part, score in due:
+    def queue(self, pipe, due: list[tuple[str, float, OwnedDay]]) -> None:
+        for part, score, _owned in due:
             self.index.queue_remove_if_unchanged(pipe, part, score)
 
-    def took(self, due: list[tuple[str, float]], replies: list) -> set[str]:
+    def took(self, due: list[tuple[str, float, OwnedDay]], replies: list) -> set[str]:
         """Take in the removals' replies; the days taken out. A score read before a day was
         taken out says nothing of the commands after: the day may be back in the index at
         that same score (``DayBatches.commit`` does not record it)."""
         out = set()
-        for (part, score), removed in zip(due, replies):
+        for (part, score, grant), removed in zip(due, replies):
             if isinstance(removed, Exception):
                 log.warning("could not take %s out of the index (%s); the sweep will look "
                             "at it once more", part, removed)
             elif int(removed):
                 # a new command puts the day back with a score that may equal the old one
-                owned = self.leases.owned.get(part)
-                if owned is not None and owned is self.grants.get(part):  # the grant checked
-                    owned.unindexed = True
-                    if owned.seen_score == score:
-                        owned.seen_score = None
+                if self.leases.owned.get(part) is grant:  # still the grant ``due`` checked
+                    grant.unindexed = True
+                    if grant.seen_score == score:
+                        grant.seen_score = None
                 self.stats["unindexed"] += 1
                 out.add(part)
         return out

@@ -20,10 +20,9 @@ A read watches the held days that worked last (at most ``WATCH_MAX``, each withi
 thousands of days for a while after one command each, a read names every day it watches,
 and a day that got one command (a fresh day per request) seldom gets a second one soon
 (watching the 64 that worked last packed the names and ids of 64 streams that brought
-nothing into every read). A wake-up entry naming a watched day
-is dropped: its command was appended before the entry, so it is at or before the day's
-cursor (decided), or after it, where the next read, which watches the day at its cursor,
-finds it. The day is marked as owing that read (``OwnedDay.wake_owed``) until a read that
+nothing into every read). A wake-up entry naming a watched day is dropped: its command
+was appended before the entry, so it is at or before the day's cursor (decided), or after
+it, where the next read, which watches the day at its cursor, finds it. The day is marked as owing that read (``OwnedDay.wake_owed``) until a read that
 watches it is sent; a day that stops being watched while it owes one is marked dirty, so its
 next batch reads it. A wake-up entry naming a held day that is not watched marks it dirty.
 
@@ -75,8 +74,8 @@ class Wakeups:
 
     def watched(self) -> dict[str, OwnedDay | str]:
         """The held days the next read watches: clean, hot ones (``leases.HOT_AFTER``) whose
-        state and cursor we know, that worked last. Days that stop being watched while they owe a read are made
-        dirty (see the module's docstring)."""
+        state and cursor we know, that worked last. Days that stop being watched while they
+        owe a read are made dirty (see the module's docstring)."""
         since = time.monotonic() - WATCH_S
         hot = []
         for owned in reversed(self.leases.hot.values()):  # the one that worked last first
