@@ -14,7 +14,8 @@ import click
 from .. import legacy_keys, logs
 from ..catalog import Catalog
 from ..days.index import WorkIndex
-from ..days.keys import ACTIVE, DAYS, WORKERS, DayKeys, worker_alive_key
+from ..days.keys import (ACTIVE, DAYS, WORKERS, WORKERS_SEEN, WORKERS_SEEN_BEFORE, DayKeys,
+                         worker_alive_key)
 from ..days.store import DayStore
 from .core import main, redis_or_exit, settings_or_exit
 
@@ -48,6 +49,8 @@ def migrate(drop_old_keys: bool) -> None:
         click.echo("the old key names of calendars and users are kept, and changes are made "
                    "under both, for processes of the release before that may still run; "
                    "once none runs: slotlock migrate --drop-old-keys")
+    if client.delete(WORKERS_SEEN_BEFORE):  # workers_seen.lua fills the new one from sl:workers
+        click.echo(f"{WORKERS_SEEN_BEFORE}: deleted (now {WORKERS_SEEN})")
     catalog = Catalog(client)
     calendar, created = catalog.ensure_default(settings.default_timezone)
     click.echo(f"calendar {calendar.id}: {'created' if created else 'present'} "

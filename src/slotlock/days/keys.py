@@ -15,7 +15,10 @@ ACTIVE = f"{PREFIX}:active"  # zset: partitions that may have queued commands
 READY = f"{PREFIX}:ready"  # stream: "this partition has new work" wake-ups for workers
 CALENDARS = f"{PREFIX}:calendars"  # set of calendar ids
 WORKERS = f"{PREFIX}:workers"  # hash: worker id -> status json
-WORKERS_SEEN = f"{PREFIX}:workers:seen"  # zset: worker id -> unix s last seen (forgotten after a day)
+# zset: worker id -> unix s last seen (forgotten after a day). Its hash tag is the whole name
+# of sl:workers, which has none: one slot for both, as workers_seen.lua needs on a cluster
+WORKERS_SEEN = f"{PREFIX}:{{{WORKERS}}}:seen"
+WORKERS_SEEN_BEFORE = f"{PREFIX}:workers:seen"  # its name before 2026-12-05 (migrate deletes it)
 WORKER_LOAD = f"{PREFIX}:workers:load"  # hash: worker id -> {"held", "at"} (workers/share.py)
 DEV_SECRET_KEY = f"{PREFIX}:dev:secret-key"  # shared session key of web processes without SECRET_KEY
 DAYS = f"{PREFIX}:days"  # zset: every partition ever written, scored by local date ordinal
