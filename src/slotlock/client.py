@@ -21,6 +21,7 @@ from .config import Settings
 from .days.index import WorkIndex
 from .days.keys import DayKeys, idempotency_key
 from .days.scripts import Scripts
+from .days.staged import is_cluster_client
 from .days.store import DayStore
 from .errors import IdempotencyMismatch, InvalidRequest
 from .ids import new_ids, parse_booking_id, parse_command_id
@@ -252,10 +253,12 @@ class Client:
         def build(pipe) -> None:
             if refusal is None:
                 self.index.note_day(keys.part, command.date, pipe=pipe)  # before the append
+                pipe.barrier()
             self.store.submit(keys, command.command_id, command_json, scoped_key,
                               self.settings.backlog_limit, pipe=pipe, fingerprint=print_,
                               refuse=refusal is not None,
                               marker_ttl_ms=MARKER_TTL_MS if fused else 0)
+            pipe.barrier()  # the index bumped after the append (see days/index.py)
             if refusal is None:
                 self.index.mark(keys.part, pipe=pipe)
             if fused:
@@ -365,7 +368,12 @@ class Client:
         wanted = self.settings.wait_replicas
         if wanted <= 0:
             return True
-        pipe = self.redis.pipeline(transaction=False)  # one connection: the write, then WAIT
+        target = self.redis
+        if is_cluster_client(target):
+            # the day's node's own client: a cluster pipeline would send the keyless WAIT
+            # to another node (and the barrier's MOVED, should the slot move, is an error)
+            target = target.get_node_from_key(keys.barrier).redis_connection
+        pipe = target.pipeline(transaction=False)  # one connection: the write, then WAIT
         pipe.set(keys.barrier, "1", px=BARRIER_TTL_MS)
         pipe.execute_command("WAIT", wanted, self.settings.wait_replicas_timeout_ms)
         _, acked = pipe.execute()

@@ -11,26 +11,29 @@ import logging
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 log = logging.getLogger("slotlock")
 
 
-def connect(url: str, *, timeout_ms: int = 2000, **kwargs) -> redis.Redis:
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout_ms / 1000,
-        socket_connect_timeout=min(timeout_ms, 1000) / 1000,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-        decode_responses=True,
-        **kwargs,
-    )
+def connect(url: str, *, timeout_ms: int = 2000, cluster: bool = False,
+            **kwargs) -> redis.Redis:
+    """A client of ``url``; with ``cluster`` redis-py's cluster client (``url`` names any
+    node), which follows MOVED and ASK redirects but, like the plain one, retries nothing
+    (a command whose node failed raises; the next one finds the new topology)."""
+    common = dict(socket_timeout=timeout_ms / 1000,
+                  socket_connect_timeout=min(timeout_ms, 1000) / 1000,
+                  retry=Retry(NoBackoff(), 0), decode_responses=True)
+    if cluster:
+        return RedisCluster.from_url(url, **common, **kwargs)
+    return redis.Redis.from_url(url, health_check_interval=0, **common, **kwargs)
 
 
-def connect_blocking(url: str, *, block_ms: int, timeout_ms: int = 2000) -> redis.Redis:
+def connect_blocking(url: str, *, block_ms: int, timeout_ms: int = 2000,
+                     cluster: bool = False) -> redis.Redis:
     """A client of its own for blocking reads, whose socket outlives the longest block."""
-    return connect(url, timeout_ms=block_ms + timeout_ms)
+    return connect(url, timeout_ms=block_ms + timeout_ms, cluster=cluster)
 
 
 SAFE_POLICIES = ("noeviction",)
@@ -87,7 +90,7 @@ def check_eviction_policy(client: redis.Redis, *, allow: bool) -> str:
     from .errors import EvictingRedis
 
     try:
-        policy = str(client.info("memory").get("maxmemory_policy", "unknown"))
+        policy = _eviction_policy(client)
     except redis.ResponseError as exc:  # INFO denied by an ACL (managed Redis)
         if allow:
             log.warning(
@@ -103,3 +106,14 @@ def check_eviction_policy(client: redis.Redis, *, allow: bool) -> str:
             "can break fencing and lose commands (allowed by SLOTLOCK_ALLOW_EVICTION)", policy)
         return policy
     raise EvictingRedis(policy)
+
+
+def _eviction_policy(client) -> str:
+    """The server's ``maxmemory-policy``; of a cluster, every primary's (the first unsafe
+    one, if any: each primary holds its slots' leases and commands)."""
+    if not isinstance(client, RedisCluster):
+        return str(client.info("memory").get("maxmemory_policy", "unknown"))
+    replies = client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+    infos = replies.values() if all(isinstance(v, dict) for v in replies.values()) else [replies]
+    policies = [str(info.get("maxmemory_policy", "unknown")) for info in infos]
+    return next((p for p in policies if p not in SAFE_POLICIES), policies[0])

@@ -24,6 +24,7 @@ from .keys import (
     split_partition,
 )
 from .scripts import Scripts
+from .staged import Staged
 
 READY_MAXLEN = 10_000
 
@@ -108,9 +109,10 @@ class WorkIndex:
         self._reindex_at = 0 if len(parts) < chunk else self._reindex_at + chunk
         if not parts:
             return []
-        pipe = self.client.pipeline(transaction=False)
+        pipe = Staged(self.client)
         pipe.zmscore(ACTIVE, parts)  # before the states: a day drained since is not taken
-        for part in parts:           # for one missing from the index
+        pipe.barrier()               # for one missing from the index
+        for part in parts:
             pipe.hget(DayKeys(part).state, "pending")
         scores, *pending = pipe.execute()
         restored = []

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import redis
 
+from .staged import Staged
+
 HERE = Path(__file__).parent
 WORKERS = HERE.parent / "workers"
 WEB = HERE.parent / "web"
@@ -55,12 +57,14 @@ class Scripts:
         cache (a restart), the pipeline raises ``NoScriptError``: the caller runs
         :meth:`load_all` and builds the pipeline again (see ``run_pipeline``).
         """
-        pipe.evalsha(getattr(self, name).sha, len(keys), *keys, *args)
+        # execute_command: a cluster pipeline blocks its evalsha() and eval() methods, but
+        # routes the command itself by its keys
+        pipe.execute_command("EVALSHA", getattr(self, name).sha, len(keys), *keys, *args)
 
     def queue_source(self, pipe, name: str, keys: list, args: list) -> None:
         """Queue ``EVAL`` with the script's source: never ``NOSCRIPT``. For a pipeline whose
         later commands must not run after a failed script (a blocking wait behind it)."""
-        pipe.eval(getattr(self, name).script, len(keys), *keys, *args)
+        pipe.execute_command("EVAL", getattr(self, name).script, len(keys), *keys, *args)
 
     def load_all(self) -> None:
         for name in self.NAMES:
@@ -70,12 +74,14 @@ class Scripts:
             self.commit.sha = self.client.script_load(self.commit.script)
 
     def run_pipeline(self, build, *, raise_on_error: bool = True) -> list:
-        """``build(pipe)`` queues commands (scripts through :meth:`queue`); execute them,
-        loading the scripts and building again once if Redis had lost them. Without
+        """``build(pipe)`` queues commands (scripts through :meth:`queue`) on a ``Staged``
+        pipeline (``pipe.barrier()`` where the order across keys matters on a Redis
+        Cluster); execute them, loading the scripts and building again once if Redis had
+        lost them. Without
         ``raise_on_error`` an error of one command is its reply (an exception object);
         connection errors raise either way."""
         for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
+            pipe = Staged(self.client)
             build(pipe)
             try:
                 replies = pipe.execute(raise_on_error=raise_on_error)

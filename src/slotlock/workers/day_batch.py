@@ -18,6 +18,7 @@ from ..catalog import Catalog
 from ..config import Settings
 from ..days.index import WorkIndex
 from ..days.keys import split_partition
+from ..days.staged import Staged
 from ..days.store import START, DayStore
 from ..errors import CursorMismatch, FenceRejected
 from ..model import Calendar
@@ -129,15 +130,17 @@ class DayBatches:
                                         d.bookings_json, d.batch.day.version, d.batch.outcomes,
                                         d.batch.events, self.settings.reply_ttl_ms)
             self.wakeups.queue(pipe)
+            self.drained.queue(pipe, unindex)
+            pipe.barrier()  # the notes after the commits (on a cluster, see Staged)
             for d in decided:
                 if d.note:
                     self.index.queue_note_commit(pipe, d.part, int(time.time() * 1000),
                                                  bool(d.batch.events))
-            self.drained.queue(pipe, unindex)
 
         unindex = self.drained.due()
         replies = self.store.scripts.run_pipeline(build, raise_on_error=False)
-        taken_out = self.drained.took(unindex, replies[len(replies) - len(unindex):])
+        removals = len(decided) + 1  # after the commits and the read of the wake-ups
+        taken_out = self.drained.took(unindex, replies[removals:removals + len(unindex)])
         applied = 0
         for d, result in zip(decided, replies):
             if d.part in taken_out:
@@ -206,22 +209,23 @@ class DayBatches:
         state too), in one round trip; ``None`` if the day cannot be decided now."""
         keys = owned.keys
         fresh = owned.day is None  # no cached state: read it in the same round trip
-        pipe = self.client.pipeline(transaction=False)
+        pipe = Staged(self.client)
         self.queue_calendar(pipe, part)
-        if fresh:
-            self.store.queue_read_state(pipe, keys)
         # the day's score in the index of days with work, read *before* the stream: every
         # later command bumps it after its append, so the sweep marks the day dirty again
         # only if something came after this read (no empty re-reads for what we took here)
         self.index.queue_score(pipe, part)
+        pipe.barrier()  # the calendar and the score before the day (on a cluster)
+        if fresh:
+            self.store.queue_read_state(pipe, keys)
         # a fresh day's cursor is not known yet: read from the start, right for a day
         # nothing was applied to (the common case); otherwise read again after the cursor
         self.store.queue_read_commands(pipe, keys, START if fresh else owned.cursor,
                                        self.settings.batch_size)
         replies = pipe.execute()
-        self._read_with_score(part, owned, replies[-2])
+        self._read_with_score(part, owned, replies[2])
         entries = self._load(part, owned, replies[0], replies[1],
-                             replies[2] if fresh else None, replies[-1])
+                             replies[3] if fresh else None, replies[-1])
         if fresh and entries is not None and owned.cursor != START:
             # the commands after the cursor now known: read them with the calendar again,
             # so that a rules change between the two reads is seen before they are decided
@@ -259,8 +263,11 @@ class DayBatches:
         for part in parts:
             reads.score[part] = len(pipe)
             self.index.queue_score(pipe, part)
+        pipe.barrier()  # calendars and scores before the days (on a cluster, see Staged)
+        for part in parts:
             reads.started[part] = acquire(pipe, part)
             reads.acquire[part] = len(pipe) - 1
+        pipe.barrier()
         for calendar_id in calendars:
             reads.after[calendar_id] = len(pipe)
             self.catalog.queue_last_change(pipe, calendar_id)

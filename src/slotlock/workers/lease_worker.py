@@ -24,6 +24,7 @@ from ..catalog import Catalog
 from ..config import Settings
 from ..days.index import WorkIndex
 from ..days.scripts import Scripts
+from ..days.staged import is_cluster_client
 from ..days.store import DayStore
 from ..errors import UnsuitableRedis
 from ..redis_conn import check_server, connect, connect_blocking
@@ -201,7 +202,10 @@ class LeaseWorker:
             self._waiting = False
 
     def _reset_blocking(self) -> None:
-        self.blocking.connection_pool.disconnect()
+        if is_cluster_client(self.blocking):
+            self.blocking.disconnect_connection_pools()  # every node's
+        else:
+            self.blocking.connection_pool.disconnect()
 
     # -- maintenance (workers/maintenance.py) --------------------------------------------
 

@@ -116,14 +116,16 @@ class Maintenance:
         take out of the index before their release."""
 
         def look(pipe) -> None:
-            for part, owned in candidates:
+            for part, _owned in candidates:
                 self.index.queue_score(pipe, part)  # before the look at the commands
+            pipe.barrier()
+            for _part, owned in candidates:
                 self.batches.store.queue_read_commands(pipe, owned.keys, owned.cursor, 1)
 
         looked = self.scripts.run_pipeline(look, raise_on_error=False)
         removals = {}
         for i, (part, owned) in enumerate(candidates):
-            score, entries = looked[2 * i], looked[2 * i + 1]
+            score, entries = looked[i], looked[len(candidates) + i]
             if isinstance(entries, Exception):
                 continue  # looked at again at the next idle check
             if entries:

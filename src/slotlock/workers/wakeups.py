@@ -41,6 +41,7 @@ import redis
 
 from ..days.index import WorkIndex
 from ..days.keys import READY, calendar_changes_key
+from ..days.staged import is_cluster_client
 from .leases import LeaseBook, OwnedDay
 
 log = logging.getLogger("slotlock.worker")
@@ -62,6 +63,10 @@ class Wakeups:
         self.wake_id: str | None = None
         self.change_seen: dict[str, str] = {}  # calendar id -> its last change entry read
         self.watching: set[str] = set()  # the held days the last read watched
+        # on a Redis Cluster one XREAD reads keys of one slot: the wake-up stream alone
+        # (a held day's command then marks it dirty by its wake-up entry, and its batch
+        # reads the calendar with the commands)
+        self.watch = not is_cluster_client(client)
 
     def reset(self) -> None:
         """After a Redis error: read the wake-up stream from its end again."""
@@ -76,7 +81,7 @@ class Wakeups:
         """The held days the next read watches: clean, hot ones (``leases.HOT_AFTER``) whose
         state and cursor we know, that worked last. Days that stop being watched while they
         owe a read are made dirty (see the module's docstring)."""
-        since = time.monotonic() - WATCH_S
+        since = time.monotonic() - WATCH_S if self.watch else float("inf")
         hot = []
         for owned in reversed(self.leases.hot.values()):  # the one that worked last first
             if owned.last_work < since or len(hot) == WATCH_MAX:

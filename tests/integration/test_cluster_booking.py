@@ -1,0 +1,128 @@
+"""Issue 12, item 1: the booking path on a real local Redis Cluster (3 primaries).
+
+The client and a lease worker (in a thread) use redis-py's cluster client; every order the
+single-node pipelines keep (the index bumped after the append, a day's score and calendar
+read before its commands, the notes after the commits) is kept by ``Staged`` with a round
+trip per stage. Processes still refuse a cluster (``docs/cluster.md``): this proves the
+path in one process, not the deployment."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date, datetime
+
+import pytest
+from redis.cluster import RedisCluster, key_slot
+
+from slotlock.client import Client
+from slotlock.days.keys import ACTIVE, DAYS, DayKeys
+from slotlock.days.staged import Staged
+from slotlock.embedded_cluster import LocalCluster
+from slotlock.redis_conn import connect, connect_blocking
+from slotlock.workers.lease_worker import LeaseWorker
+from tests.conftest import make_settings, open_default
+
+DAY = date(2030, 12, 3)
+pytestmark = pytest.mark.timeout(120)
+
+
+def at(h, m=0, on=DAY):
+    return datetime(on.year, on.month, on.day, h, m)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with LocalCluster(tmp_path_factory.mktemp("cluster"), primaries=3) as running:
+        yield running
+
+
+@pytest.fixture
+def settings(cluster):
+    client = connect(cluster.url, cluster=True)
+    client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    client.close()
+    return make_settings(redis_url=cluster.url, redis_cluster="off", lease_ttl_ms=500,
+                         idle_release_ms=200, reply_timeout_ms=3000)
+
+
+def cluster_client(settings) -> Client:
+    return Client(settings, connect(settings.redis_url, cluster=True),
+                  connect_blocking(settings.redis_url, block_ms=settings.reply_timeout_ms,
+                                   cluster=True))
+
+
+class ClusterWorker:
+    def __init__(self, settings):
+        self.worker = LeaseWorker(settings, connect(settings.redis_url, cluster=True),
+                                  connect_blocking(settings.redis_url, block_ms=2000,
+                                                   cluster=True))
+        self.thread = threading.Thread(target=self.worker.work,
+                                       kwargs={"install_signals": False}, daemon=True)
+
+    def __enter__(self) -> LeaseWorker:
+        self.thread.start()
+        return self.worker
+
+    def __exit__(self, *exc) -> None:
+        self.worker.request_stop()
+        self.thread.join(15)
+        assert not self.thread.is_alive(), "the lease worker did not stop"
+
+
+def test_the_keys_of_one_booking_span_nodes(cluster):
+    """Else the test below would prove nothing: the day, the index and a calendar sit on
+    different slots (and, with three primaries, mostly on different nodes)."""
+    keys = DayKeys.of("main", DAY)
+    slots = {key_slot(k.encode()) for k in (keys.cmds, ACTIVE, DAYS)}
+    assert len(slots) == 3
+
+
+def test_staged_runs_a_stage_per_barrier_on_a_cluster_and_one_on_a_single_node(settings,
+                                                                                 real_redis):
+    on_cluster = Staged(connect(settings.redis_url, cluster=True))
+    single = Staged(real_redis)
+    for pipe in (on_cluster, single):
+        pipe.set("sl:test:a", 1)
+        pipe.barrier()
+        pipe.barrier()  # an empty stage costs nothing
+        pipe.get("sl:test:a")
+        pipe.incr("sl:test:b")
+        assert len(pipe) == 3
+        assert pipe.stages == (2 if pipe is on_cluster else 1)
+        assert pipe.execute() == [True, "1", 1]
+
+
+def test_book_conflict_and_cancel_on_a_cluster(settings):
+    client = cluster_client(settings)
+    open_default(client.redis, "Europe/Berlin")
+    with ClusterWorker(settings):
+        first = client.book("alice", "main", at(10), at(11), "standup")
+        assert first.outcome["status"] == "accepted", first
+        booking = first.outcome["booking"]
+        clash = client.book("bob", "main", at(10, 30), at(11, 30), "retro")
+        assert clash.outcome["error"]["code"] == "overlap"
+        other_day = client.book("bob", "main", at(10, on=date(2030, 12, 4)),
+                                at(11, on=date(2030, 12, 4)), "retro")
+        assert other_day.outcome["status"] == "accepted"
+        gone = client.cancel("alice", "main", booking["id"])
+        assert gone.outcome["status"] == "accepted"
+        assert client.read_day("main", DAY).bookings == []
+
+
+def test_concurrent_bookings_of_one_slot_on_a_cluster_one_wins(settings):
+    client = cluster_client(settings)
+    open_default(client.redis, "UTC")
+    outcomes = []
+
+    def book(i):
+        outcomes.append(cluster_client(settings).book(f"u{i}", "main", at(9), at(10), f"t{i}"))
+
+    with ClusterWorker(settings):
+        threads = [threading.Thread(target=book, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+    statuses = sorted(r.outcome["status"] for r in outcomes)
+    assert statuses.count("accepted") == 1 and len(statuses) == 8, statuses
+    assert len(client.read_day("main", DAY).bookings) == 1
