@@ -29,7 +29,7 @@ from .model import Book, Calendar, Cancel, Command, Day, Rejected
 from .model.booking import Booking
 from .model.rules import booking_window
 from .model.timeutil import TimeError, local_date, to_utc
-from .redis_conn import connect, connect_blocking
+from .redis_conn import connect, connect_blocking, use_cluster
 
 CALENDAR_CACHE_S = 1.0
 MARKER = "-"  # submit.lua's "nothing queued" marker for a fused wait (never an outcome)
@@ -131,10 +131,12 @@ class Client:
     def __init__(self, settings: Settings, client: redis.Redis | None = None,
                  blocking: redis.Redis | None = None):
         self.settings = settings
-        self.redis = client or connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms)
+        cluster = use_cluster(settings)
+        self.redis = client or connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms,
+                                       cluster=cluster)
         self.blocking = blocking or connect_blocking(
             settings.redis_url, block_ms=settings.reply_timeout_ms,
-            timeout_ms=settings.redis_timeout_ms,
+            timeout_ms=settings.redis_timeout_ms, cluster=cluster,
         )
         self.scripts = Scripts(self.redis)
         self.blocking_scripts = Scripts(self.blocking)
@@ -250,10 +252,12 @@ class Client:
     def _submit(self, command: Command, keys: DayKeys, command_json: str,
                 scoped_key: str | None, print_: str, wait: int, refusal: Rejected | None,
                 reserved: tuple[str, str] | None, fused: bool) -> Result:
+        submit_at = [0]  # where the script's reply is
+
         def build(pipe) -> None:
-            if refusal is None:
-                self.index.note_day(keys.part, command.date, pipe=pipe)  # before the append
-                pipe.barrier()
+            if refusal is None and self.index.note_day(keys.part, command.date, pipe=pipe):
+                pipe.barrier()  # noted before the append
+            submit_at[0] = len(pipe)
             self.store.submit(keys, command.command_id, command_json, scoped_key,
                               self.settings.backlog_limit, pipe=pipe, fingerprint=print_,
                               refuse=refusal is not None,
@@ -268,10 +272,14 @@ class Client:
         # fused: submit.lua goes by its source (EVAL), since a NOSCRIPT would not stop the
         # BLMOVE behind it, which would then wait out its timeout (Redis restarted with an
         # empty script cache: redis-py reconnects without telling us)
-        replies = (self.blocking_scripts if fused else self.scripts).run_pipeline(build)
+        try:
+            replies = (self.blocking_scripts if fused else self.scripts).run_pipeline(build)
+        except Exception:
+            self.index.not_noted(keys.part)
+            raise
         try:
             submitted = self.store.submitted(keys, command.command_id,
-                                             replies[0 if refusal is not None else 1],
+                                             replies[submit_at[0]],
                                              command.idempotency_key or "")
         except IdempotencyMismatch:
             if reserved is not None:  # the key's global record we just wrote pins nothing

@@ -41,8 +41,9 @@ class Settings(BaseSettings):
     reply_ttl_ms: int = Field(120_000, validation_alias="SLOTLOCK_REPLY_TTL_MS", ge=1000)
     idempotency_ttl_s: int = Field(86_400, validation_alias="SLOTLOCK_IDEMPOTENCY_TTL_S", ge=60)
     redis_timeout_ms: int = Field(2000, validation_alias="SLOTLOCK_REDIS_TIMEOUT_MS", ge=100)
-    # Redis Cluster: "auto" asks the server (INFO cluster), "on" says it is one, "off" skips
-    # the check. slotlock does not run on a cluster yet (docs/cluster.md): auto and on refuse.
+    # Redis Cluster: "auto" asks the server (INFO cluster) and refuses one, "on" says it is one
+    # (the cluster client: a preview for the web, the workers and the CLI; the jobs refuse),
+    # "off" skips the check (docs/cluster.md).
     redis_cluster: Literal["auto", "on", "off"] = Field("auto",
                                                         validation_alias="SLOTLOCK_REDIS_CLUSTER")
     # Deployments with Redis replicas: an outcome is only told once N replicas have it.

@@ -55,17 +55,28 @@ class UnsuitableRedis(SlotlockError):
 
 
 class ClusterUnsupported(UnsuitableRedis):
-    """The Redis configured is a Redis Cluster, which slotlock does not run on yet."""
+    """The Redis configured is a Redis Cluster, which slotlock does not fully run on yet."""
 
-    def __init__(self, detected: bool):
+    def __init__(self, detected: bool, what: str = ""):
         how = ("the server says it is a Redis Cluster (INFO cluster: cluster_enabled:1)"
                if detected else "SLOTLOCK_REDIS_CLUSTER=on")
         super().__init__(
-            f"{how}, and slotlock does not run on Redis Cluster yet: its wake-up read, "
-            "index of days with work, calendar and user transactions and rq's queues span "
-            "hash slots (docs/cluster.md lists what is missing). Use a single Redis primary "
-            "(with replicas and SLOTLOCK_WAIT_REPLICAS for failover).")
+            f"{how}, and slotlock does not fully run on Redis Cluster yet"
+            f"{what or ''}: the index of days with work is not sharded and rq's queues span "
+            "hash slots (docs/cluster.md lists what is missing; SLOTLOCK_REDIS_CLUSTER=on "
+            "runs the web, the workers and the command line on one as a preview, not the "
+            "jobs). Use a single Redis primary (with replicas and SLOTLOCK_WAIT_REPLICAS "
+            "for failover).")
         self.detected = detected
+
+
+class NotACluster(UnsuitableRedis):
+    """``SLOTLOCK_REDIS_CLUSTER=on``, and the server is no node of a Redis Cluster."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"SLOTLOCK_REDIS_CLUSTER=on, but REDIS_URL names no node of a Redis "
+                         f"Cluster ({reason}); set it to auto for a single Redis "
+                         "(docs/cluster.md)")
 
 
 class EvictingRedis(UnsuitableRedis):

@@ -8,10 +8,13 @@ down Redis into a long hang instead of a quick 503.
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.exceptions import (RedisClusterException, RedisClusterUnreachableError,
+                              SlotNotCoveredError)
 from redis.retry import Retry
 
 log = logging.getLogger("slotlock")
@@ -26,8 +29,41 @@ def connect(url: str, *, timeout_ms: int = 2000, cluster: bool = False,
                   socket_connect_timeout=min(timeout_ms, 1000) / 1000,
                   retry=Retry(NoBackoff(), 0), decode_responses=True)
     if cluster:
-        return RedisCluster.from_url(url, **common, **kwargs)
+        return _cluster_client(url, **common, **kwargs)
     return redis.Redis.from_url(url, health_check_interval=0, **common, **kwargs)
+
+
+def _cluster_client(url: str, **kwargs) -> RedisCluster:
+    """redis-py's cluster client, which asks a node for the slots' owners as it is made:
+    no node answering is a ``ConnectionError`` (as a plain client's first command), one
+    that answers but is no node of a cluster is ``NotACluster``."""
+    from .errors import NotACluster
+
+    try:
+        return RedisCluster.from_url(url, **kwargs)
+    except RedisClusterUnreachableError as exc:
+        raise redis.ConnectionError(str(exc)) from exc
+    except RedisClusterException as exc:
+        raise NotACluster(str(exc)) from exc
+
+
+def use_cluster(settings) -> bool:
+    """Whether processes use redis-py's cluster client: ``SLOTLOCK_REDIS_CLUSTER=on``."""
+    return settings.redis_cluster == "on"
+
+
+def limiter_storage(settings, options: dict) -> dict:
+    """Flask-Limiter's ``storage_uri`` and ``storage_options`` for the configured Redis: on
+    a cluster (``use_cluster``) the ``limits`` package's cluster storage, whose scheme is
+    ``redis+cluster://`` (TLS through its options: it has no ``rediss+cluster``)."""
+    if not use_cluster(settings):
+        return {"storage_uri": settings.redis_url, "storage_options": options}
+    parts = urlsplit(settings.redis_url)
+    options = dict(options)
+    if parts.scheme == "rediss":
+        options["ssl"] = True
+    netloc = parts.netloc  # user:password@host:port, as limits reads it
+    return {"storage_uri": f"redis+cluster://{netloc}", "storage_options": options}
 
 
 def connect_blocking(url: str, *, block_ms: int, timeout_ms: int = 2000,
@@ -35,6 +71,12 @@ def connect_blocking(url: str, *, block_ms: int, timeout_ms: int = 2000,
     """A client of its own for blocking reads, whose socket outlives the longest block."""
     return connect(url, timeout_ms=block_ms + timeout_ms, cluster=cluster)
 
+
+# redis-py's cluster client raises some errors outside ``RedisError``: no node reachable
+# (``RedisClusterUnreachableError``), a slot with no node yet in a failover
+# (``SlotNotCoveredError``). Handlers of Redis errors catch these tuples.
+CLUSTER_DOWN = (RedisClusterUnreachableError, SlotNotCoveredError)
+REDIS_ERRORS = (redis.RedisError, RedisClusterException)
 
 SAFE_POLICIES = ("noeviction",)
 
@@ -45,13 +87,14 @@ def is_cluster(client: redis.Redis) -> bool:
 
 
 def check_not_cluster(client: redis.Redis, mode: str) -> None:
-    """Refuse a Redis Cluster (``ClusterUnsupported``) unless ``mode`` is ``off``
-    (``SLOTLOCK_REDIS_CLUSTER``): on a cluster, commands for keys of other nodes fail
-    (MOVED) and the ones that span slots cannot run, so a process would half work.
-    Connection errors propagate."""
+    """Refuse a Redis Cluster (``ClusterUnsupported``) that ``mode`` (``auto``) detected:
+    with a plain client, commands for keys of other nodes fail (MOVED) and the ones that
+    span slots cannot run, so a process would half work. ``off`` skips the check; ``on``
+    means the process uses the cluster client (``use_cluster``: the preview of
+    docs/cluster.md). Connection errors propagate."""
     from .errors import ClusterUnsupported
 
-    if mode == "off":
+    if mode == "off" or (mode == "on" and isinstance(client, RedisCluster)):
         return
     if mode == "on":
         raise ClusterUnsupported(detected=False)

@@ -137,7 +137,8 @@ class HttpStack:
         return process
 
     def token(self, name: str, admin: bool = False) -> str:
-        users = Users(connect(self.redis.url))
+        cluster = self.env.get("SLOTLOCK_REDIS_CLUSTER") == "on"
+        users = Users(connect(self.redis.url, cluster=cluster))
         users.add(name, admin=admin)
         return users.issue_token(name)
 

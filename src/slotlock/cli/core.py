@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from ..config import Settings, redacted_url
 from ..errors import UnsuitableRedis
 from ..legacy_keys import check_migrated
-from ..redis_conn import check_not_cluster, connect
+from ..redis_conn import check_not_cluster, connect, use_cluster
 
 
 def settings_or_exit(**overrides) -> Settings:
@@ -23,12 +23,14 @@ def settings_or_exit(**overrides) -> Settings:
 
 
 def redis_or_exit(settings: Settings, *, migrated: bool = True) -> redis.Redis:
-    """A client of the configured Redis, which answers and is not a Redis Cluster; with
+    """A client of the configured Redis, which answers and is not a Redis Cluster (unless
+    ``SLOTLOCK_REDIS_CLUSTER=on``: then the cluster client); with
     ``migrated`` (all but ``slotlock migrate``), holding no data of an earlier release
     that ``slotlock migrate`` has not moved yet (a command would not see it, and a
     ``calendar put`` would hide it)."""
-    client = connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms)
     try:
+        client = connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms,
+                         cluster=use_cluster(settings))
         client.ping()
         check_not_cluster(client, settings.redis_cluster)
         if migrated:

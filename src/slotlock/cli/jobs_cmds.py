@@ -10,9 +10,9 @@ from datetime import date
 import click
 
 from .. import logs
-from ..errors import UnsuitableRedis
+from ..errors import ClusterUnsupported, UnsuitableRedis
 from ..legacy_keys import check_migrated
-from ..redis_conn import check_eviction_policy
+from ..redis_conn import check_eviction_policy, use_cluster
 from .core import main, redis_or_exit, settings_or_exit
 
 
@@ -24,6 +24,8 @@ def jobs(burst: bool) -> None:
 
     logs.setup("jobs")
     settings = settings_or_exit()
+    if use_cluster(settings):  # rq's scripts and transactions span its keys' slots
+        raise click.ClickException(str(ClusterUnsupported(False, " for the jobs (rq)")))
     client = redis_or_exit(settings)
     try:
         check_eviction_policy(client, allow=settings.allow_eviction)

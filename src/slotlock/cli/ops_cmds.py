@@ -10,13 +10,16 @@ import sys
 import time
 
 import click
+import redis
 
 from .. import legacy_keys, logs
 from ..catalog import Catalog
+from ..config import redacted_url
 from ..days.index import WorkIndex
 from ..days.keys import (ACTIVE, DAYS, WORKERS, WORKERS_SEEN, WORKERS_SEEN_BEFORE, DayKeys,
                          worker_alive_key)
 from ..days.store import DayStore
+from ..errors import UnsuitableRedis
 from .core import main, redis_or_exit, settings_or_exit
 
 
@@ -27,7 +30,15 @@ def worker() -> None:
 
     logs.setup("worker")
     settings = settings_or_exit()
-    sys.exit(LeaseWorker(settings).work())
+    try:  # a plain client connects on first use; the cluster client as it is made
+        worker_ = LeaseWorker(settings)
+    except UnsuitableRedis as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise click.ClickException(f"Redis at {redacted_url(settings.redis_url)} is "
+                                   f"unreachable: {exc}") from exc
+    sys.exit(worker_.work())
 
 
 @main.command()

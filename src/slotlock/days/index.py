@@ -8,6 +8,7 @@ it from the index only if the score is unchanged since before it looked (see
 
 from __future__ import annotations
 
+import time
 from datetime import date
 
 import redis
@@ -24,10 +25,13 @@ from .keys import (
     split_partition,
 )
 from .scripts import Scripts
-from .staged import Staged
+from .staged import Staged, is_cluster_client
 
 READY_MAXLEN = 10_000
 
+
+NOTED_S = 60.0  # on a cluster, a day noted in sl:days is not noted again this long
+NOTED_MAX = 10_000  # days remembered as noted, per process
 
 REINDEX_CHUNK = 100  # days per re-index step (the worker takes one every REINDEX_S)
 
@@ -37,6 +41,8 @@ class WorkIndex:
         self.client = client
         self.scripts = scripts or Scripts(client)
         self._reindex_at = 0  # rank in sl:days where the next re-index step starts
+        # on a cluster: days this process put into sl:days -> until when that is trusted
+        self._noted: dict[str, float] | None = {} if is_cluster_client(client) else None
 
     def mark(self, part: str, pipe=None) -> None:
         target = pipe if pipe is not None else self.client.pipeline(transaction=False)
@@ -86,14 +92,30 @@ class WorkIndex:
     def remove_if_unchanged(self, part: str, score: float) -> bool:
         return bool(int(self.scripts.index_remove(keys=[ACTIVE], args=[part, repr(score)])))
 
-    def note_day(self, part: str, day: date, pipe) -> None:
-        """Add a day to ``sl:days`` (by local date) *before* its first command is appended.
+    def note_day(self, part: str, day: date, pipe) -> bool:
+        """Add a day to ``sl:days`` (by local date) *before* its first command is appended;
+        whether it was queued (then ``pipe.barrier()`` before the append).
 
         The pipeline runs in order, so a submitter that dies after the append has already
         indexed the day: the re-index below and the jobs find every day with data without
-        SCANning the keyspace.
+        SCANning the keyspace. On a Redis Cluster that order costs a round trip of its own
+        (``Staged``), so a day this process noted within ``NOTED_S`` is not noted again
+        (nothing takes a day out of ``sl:days``; the bound covers a Redis that lost writes).
         """
+        if self._noted is not None:
+            now = time.monotonic()
+            if self._noted.get(part, 0.0) > now:
+                return False
+            if len(self._noted) >= NOTED_MAX:
+                self._noted.clear()
+            self._noted[part] = now + NOTED_S  # taken back by ``not_noted`` if it failed
         pipe.zadd(DAYS, {part: day.toordinal()}, nx=True)
+        return True
+
+    def not_noted(self, part: str) -> None:
+        """The pipeline that carried ``note_day`` for ``part`` failed."""
+        if self._noted is not None:
+            self._noted.pop(part, None)
 
     def reindex_step(self, chunk: int = REINDEX_CHUNK) -> list[str]:
         """Check the next ``chunk`` days of ``sl:days`` for queued commands missing from the index.

@@ -18,7 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from ..config import Settings
 from ..days.keys import DEV_SECRET_KEY, RATE_LIMIT_PREFIX
 from ..errors import UnsuitableRedis
-from ..redis_conn import check_server, connect
+from ..redis_conn import check_server, connect, limiter_storage, use_cluster
 from . import api, errors, health, ui
 from .auth import client_address_key
 from .fastlane import FastLane
@@ -67,7 +67,13 @@ def _refuse_evicting_redis(settings: Settings) -> bool:
     starts and makes the check on its requests once Redis answers (``_server_checked``:
     503 until it passes); the lease workers check too and refuse to apply anything on such
     a Redis. Whether the check passed."""
-    client = connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms)
+    try:
+        client = connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms,
+                         cluster=use_cluster(settings))
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        log.warning("Redis unreachable at start-up (%s); requests and /readyz check it "
+                    "(eviction policy, cluster mode) once it answers", exc)
+        return False
     try:
         check_server(client, settings)
         return True
@@ -109,8 +115,10 @@ def _shared_dev_secret(settings: Settings) -> str:
     """Without SECRET_KEY (development only), every web process must still sign sessions
     with the same key, or a sign-in made by one gunicorn process is void in the next: the
     first process stores its random key in Redis and the others take it from there."""
-    client = connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms)
+    client = None
     try:
+        client = connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms,
+                         cluster=use_cluster(settings))
         client.set(DEV_SECRET_KEY, settings.secret_key, nx=True, ex=30 * 86_400)
         return client.get(DEV_SECRET_KEY) or settings.secret_key
     except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -118,7 +126,8 @@ def _shared_dev_secret(settings: Settings) -> str:
                     "process only", exc)
         return settings.secret_key
     finally:
-        client.close()
+        if client is not None:
+            client.close()
 
 
 def _rate_limits(app: Flask, settings: Settings) -> Limiter:
@@ -144,9 +153,9 @@ def _rate_limits(app: Flask, settings: Settings) -> Limiter:
 
     limiter = Limiter(
         key_func=client_address_key,
-        storage_uri=settings.redis_url,
-        storage_options={"socket_timeout": timeout, "socket_connect_timeout": min(timeout, 1.0),
-                         "retry": Retry(NoBackoff(), 0)},
+        **limiter_storage(settings, {"socket_timeout": timeout,
+                                     "socket_connect_timeout": min(timeout, 1.0),
+                                     "retry": Retry(NoBackoff(), 0)}),
         strategy="fixed-window",
         headers_enabled=False,
         swallow_errors=True,

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis
 from flask import Flask, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from ..errors import Backpressure, IdempotencyMismatch, InvalidRequest, UnknownCalendar
+from ..redis_conn import REDIS_ERRORS
 from .schemas import Error
 
 log = logging.getLogger("slotlock.web")
@@ -85,7 +85,7 @@ def validation_details(exc: ValidationError) -> dict[str, Any]:
 # anything else is a 500. The fast lane (web/fastlane.py) catches the same tuple.
 KNOWN: tuple[type[BaseException], ...] = (
     ApiError, ValidationError, InvalidRequest, UnknownCalendar, IdempotencyMismatch,
-    Backpressure, redis.RedisError,
+    Backpressure, *REDIS_ERRORS,
 )
 
 
@@ -106,7 +106,7 @@ def as_api_error(exc: BaseException, where: str) -> ApiError:
     elif isinstance(exc, Backpressure):
         error = ApiError(503, "backlog_full", "too many commands are waiting for this day; "
                          "retry shortly", {"pending": exc.pending}, {"Retry-After": "1"})
-    elif isinstance(exc, redis.RedisError):
+    elif isinstance(exc, REDIS_ERRORS):
         log.warning("redis error on %s: %s: %s", where, type(exc).__name__, exc)
         error = ApiError(503, "unavailable", "the data store is unreachable; retry shortly",
                          headers={"Retry-After": "1"})

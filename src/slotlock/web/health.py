@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import redis
 from flask import Blueprint, current_app, jsonify
 
 from ..errors import UnsuitableRedis
+from ..redis_conn import REDIS_ERRORS
 
 bp = Blueprint("health", __name__)
 
@@ -23,6 +23,6 @@ def readyz():
         services.server_checked(fresh=True)  # if Redis did not answer at start-up
     except UnsuitableRedis as exc:  # logged by server_checked, at most once a minute
         return jsonify({"status": "unsuitable", "error": str(exc)}), 503
-    except redis.RedisError:
+    except REDIS_ERRORS:
         return jsonify({"status": "unavailable"}), 503
     return jsonify({"status": "ok"})

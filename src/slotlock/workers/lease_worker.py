@@ -27,7 +27,8 @@ from ..days.scripts import Scripts
 from ..days.staged import is_cluster_client
 from ..days.store import DayStore
 from ..errors import UnsuitableRedis
-from ..redis_conn import check_server, connect, connect_blocking
+from ..redis_conn import (CLUSTER_DOWN, REDIS_ERRORS, check_server, connect, connect_blocking,
+                          use_cluster)
 from .day_batch import DayBatches
 from .failpoints import Failpoints, fencing_disabled_for_test
 from .leases import LeaseBook, OwnedDay
@@ -87,9 +88,12 @@ class LeaseWorker:
                  blocking: redis.Redis | None = None, failpoints: Failpoints | None = None):
         self.settings = settings
         self.holder = settings.worker_id
-        self.client = client or connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms)
+        cluster = use_cluster(settings)
+        self.client = client or connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms,
+                                        cluster=cluster)
         self.blocking = blocking or connect_blocking(settings.redis_url, block_ms=BLOCK_MS,
-                                                     timeout_ms=settings.redis_timeout_ms)
+                                                     timeout_ms=settings.redis_timeout_ms,
+                                                     cluster=cluster)
         self.unfenced = fencing_disabled_for_test()
         if day_bounds_disabled_for_test():
             _disable_day_bounds()
@@ -160,7 +164,7 @@ class LeaseWorker:
                 except UnsuitableRedis as exc:
                     log.error("%s", exc)
                     return 2
-                except (redis.RedisError, OSError) as exc:
+                except (*REDIS_ERRORS, OSError) as exc:
                     self.stats["redis_errors"] += 1
                     self._forget_cached_state()
                     delay = backoff.next()
@@ -273,7 +277,7 @@ class LeaseWorker:
                 continue  # renewed (or found lost) by the next maintenance pass first
             try:
                 batch = self.batches.decide(part, owned)
-            except (redis.ConnectionError, redis.TimeoutError, OSError, _Wake):
+            except (redis.ConnectionError, redis.TimeoutError, *CLUSTER_DOWN, OSError, _Wake):
                 raise  # the connection, not the day: the loop backs off and reads again
             # a bug, a script error or a poisoned day must not stop the other days (logged)
             except Exception as exc:  # noqa: BLE001
