@@ -23,6 +23,9 @@ class Settings(BaseSettings):
                                       hide_input_in_errors=True)
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
+    # rq's queues (slotlock jobs): REDIS_URL unless set; a standalone Redis is required when
+    # slotlock's data is on a Redis Cluster (rq's scripts and transactions span slots)
+    jobs_redis_url: str | None = Field(None, validation_alias="SLOTLOCK_JOBS_REDIS_URL")
     port: int = Field(8000, validation_alias="PORT")
     secret_key: str | None = Field(None, validation_alias="SECRET_KEY")
     env: Literal["production", "development"] = Field("production", validation_alias="SLOTLOCK_ENV")

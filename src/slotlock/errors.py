@@ -57,16 +57,16 @@ class UnsuitableRedis(SlotlockError):
 class ClusterUnsupported(UnsuitableRedis):
     """The Redis configured is a Redis Cluster, which slotlock does not fully run on yet."""
 
-    def __init__(self, detected: bool, what: str = ""):
+    def __init__(self, detected: bool):
         how = ("the server says it is a Redis Cluster (INFO cluster: cluster_enabled:1)"
                if detected else "SLOTLOCK_REDIS_CLUSTER=on")
         super().__init__(
-            f"{how}, and slotlock does not fully run on Redis Cluster yet"
-            f"{what or ''}: the index of days with work is not sharded and rq's queues span "
-            "hash slots (docs/cluster.md lists what is missing; SLOTLOCK_REDIS_CLUSTER=on "
-            "runs the web, the workers and the command line on one as a preview, not the "
-            "jobs). Use a single Redis primary (with replicas and SLOTLOCK_WAIT_REPLICAS "
-            "for failover).")
+            f"{how}, and slotlock does not fully run on Redis Cluster yet: the index of days "
+            "with work is not sharded, and the fault harness does not run on a cluster yet "
+            "(docs/cluster.md lists what is missing; SLOTLOCK_REDIS_CLUSTER=on runs it on one "
+            "as a preview, with rq's queues on a standalone Redis, SLOTLOCK_JOBS_REDIS_URL). "
+            "Use a single Redis primary (with replicas and SLOTLOCK_WAIT_REPLICAS for "
+            "failover).")
         self.detected = detected
 
 

@@ -14,9 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from slotlock.embedded import RedisServer
 from slotlock.embedded_cluster import LocalCluster
+from slotlock.redis_conn import connect
+from tests.jobs_support import Receiver
+from tests.procs import wait_for
 
-from .http_stack import HttpStack
+from .http_stack import HttpStack, stop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 BOOKINGS = "/api/v1/calendars/main/bookings"
@@ -95,10 +99,39 @@ def test_contended_bookings_over_days_store_no_overlap_and_every_201(stack):
             assert end <= start, (day, spans)
 
 
-def test_the_jobs_refuse_the_preview_and_status_runs(stack):
+def test_the_jobs_need_a_standalone_redis_for_rq_and_then_deliver_webhooks(stack, tmp_path):
     done = subprocess.run([sys.executable, "-m", "slotlock", "jobs", "--burst"], env=stack.env,
                           capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1 and "for the jobs (rq)" in done.stderr, done.stderr[-2000:]
+    assert done.returncode == 1 and "SLOTLOCK_JOBS_REDIS_URL" in done.stderr, done.stderr[-2000:]
+    on_cluster = subprocess.run([sys.executable, "-m", "slotlock", "jobs", "--burst"],
+                                env={**stack.env, "SLOTLOCK_JOBS_REDIS_URL": stack.redis.url},
+                                capture_output=True, text=True, timeout=60)
+    assert on_cluster.returncode == 1, on_cluster.stderr[-2000:]
+    assert "rq needs a standalone Redis" in on_cluster.stderr
     status = subprocess.run([sys.executable, "-m", "slotlock", "status", "--json"],
                             env=stack.env, capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, status.stderr[-2000:]
+    with RedisServer(tmp_path / "rq") as rq_redis, Receiver() as receiver:
+        env = {**stack.env, "SLOTLOCK_JOBS_REDIS_URL": rq_redis.url}
+        put = subprocess.run([sys.executable, "-m", "slotlock", "calendar", "put", "main",
+                              "--webhook-url", receiver.url], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert put.returncode == 0, put.stderr[-2000:]
+        jobs = subprocess.Popen([sys.executable, "-m", "slotlock", "jobs"], env=env,
+                                stdout=open(tmp_path / "jobs.log", "wb"),
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            token = stack.token("hooked")
+            response = requests.post(stack.url + BOOKINGS, headers=bearer(token), timeout=30,
+                                     json={"start": "2031-02-09T09:00",
+                                           "end": "2031-02-09T10:00", "title": "hooked"})
+            assert response.status_code == 201, response.text
+            wait_for(lambda: any(e["booking"]["title"] == "hooked"
+                                 for e in receiver.unique_events().values()), 30,
+                     what="the webhook of the booking")
+            # rq's keys are on its own Redis, none on the cluster
+            assert connect(rq_redis.url).exists("rq:queues")
+            assert not connect(stack.redis.url, cluster=True).keys("rq:*")
+        finally:
+            stop(jobs)
+        assert jobs.returncode == 0, (tmp_path / "jobs.log").read_text()[-3000:]

@@ -233,7 +233,7 @@ def test_the_lock_of_a_dead_scheduler_is_released_for_the_next_rq_worker(real_re
 
     from slotlock.workers.jobs import Context, release_dead_scheduler_lock
 
-    ctx = Context(make_settings(), real_redis, None, 0)
+    ctx = Context(make_settings(), real_redis, real_redis, 0)  # the lock is rq's: on ctx.rq
     key = "rq:scheduler-lock:slotlock"
     dead = SimpleNamespace(is_alive=lambda: False)
     alive = SimpleNamespace(is_alive=lambda: True)

@@ -8,11 +8,13 @@ from dataclasses import asdict
 from datetime import date
 
 import click
+import redis
 
 from .. import logs
-from ..errors import ClusterUnsupported, UnsuitableRedis
+from ..errors import UnsuitableRedis
 from ..legacy_keys import check_migrated
-from ..redis_conn import check_eviction_policy, use_cluster
+from ..config import redacted_url
+from ..redis_conn import check_eviction_policy, connect, is_cluster, use_cluster
 from .core import main, redis_or_exit, settings_or_exit
 
 
@@ -24,15 +26,38 @@ def jobs(burst: bool) -> None:
 
     logs.setup("jobs")
     settings = settings_or_exit()
-    if use_cluster(settings):  # rq's scripts and transactions span its keys' slots
-        raise click.ClickException(str(ClusterUnsupported(False, " for the jobs (rq)")))
+    if use_cluster(settings) and not settings.jobs_redis_url:
+        # rq's scripts and transactions span its keys' slots
+        raise click.ClickException(
+            "SLOTLOCK_REDIS_CLUSTER=on, and rq cannot run on a Redis Cluster: set "
+            "SLOTLOCK_JOBS_REDIS_URL to a standalone Redis (noeviction) for the jobs' "
+            "queues (docs/cluster.md)")
     client = redis_or_exit(settings)
     try:
         check_eviction_policy(client, allow=settings.allow_eviction)
         check_migrated(client)  # else a webhook's calendar looks gone, and its events dropped
+        if settings.jobs_redis_url:
+            _check_jobs_redis(settings)
     except UnsuitableRedis as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(jobs_mod.run(settings, burst=burst))
+
+
+def _check_jobs_redis(settings) -> None:
+    """``SLOTLOCK_JOBS_REDIS_URL`` answers, is no Redis Cluster node and evicts nothing (a
+    queued job, an rq registry or the scheduler's lock must not go)."""
+    rq_client = connect(settings.jobs_redis_url, timeout_ms=settings.redis_timeout_ms)
+    where = redacted_url(settings.jobs_redis_url)
+    try:
+        if is_cluster(rq_client):
+            raise click.ClickException(f"SLOTLOCK_JOBS_REDIS_URL ({where}) is a Redis Cluster "
+                                       "node: rq needs a standalone Redis")
+        check_eviction_policy(rq_client, allow=settings.allow_eviction)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise click.ClickException(f"SLOTLOCK_JOBS_REDIS_URL ({where}) is unreachable: "
+                                   f"{exc}") from exc
+    finally:
+        rq_client.close()
 
 
 def _date(ctx, param, value):

@@ -25,9 +25,9 @@ def is_cluster_client(client) -> bool:
 
 class Staged:
     """A non-transactional pipeline with barriers (see the module's docstring). Every other
-    attribute is the current stage's pipeline's (``pipe.zadd(...)``, ``pipe.evalsha(...)``),
-    and ``len()`` counts the commands of every stage, so a reply's index is its position
-    in the order the commands were queued."""
+    attribute is the current stage's pipeline's (``pipe.zadd(...)``,
+    ``pipe.execute_command(...)``), and ``len()`` counts the commands of every stage, so a
+    reply's index is its position in the order the commands were queued."""
 
     def __init__(self, client: redis.Redis | RedisCluster):
         self._client = client

@@ -42,7 +42,7 @@ from ..catalog import Catalog
 from ..config import Settings
 from ..days.keys import CHANGED, OUTBOX_DAYS, job_tick_key, publish_lock_key, split_partition
 from ..days.scripts import Scripts
-from ..redis_conn import connect
+from ..redis_conn import connect, use_cluster
 from . import audit, notify, retention
 
 log = logging.getLogger("slotlock.jobs")
@@ -68,16 +68,24 @@ _override: Context | None = None
 
 
 def rq_connection(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url,
+    """rq's connection: ``SLOTLOCK_JOBS_REDIS_URL``, else ``REDIS_URL`` (a plain client:
+    rq cannot run on a Redis Cluster)."""
+    return redis.Redis.from_url(settings.jobs_redis_url or settings.redis_url,
                                 socket_connect_timeout=settings.redis_timeout_ms / 1000)
+
+
+def data_connection(settings: Settings) -> redis.Redis:
+    """slotlock's data, as every process reaches it (the cluster client with
+    ``SLOTLOCK_REDIS_CLUSTER=on``)."""
+    return connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms,
+                   cluster=use_cluster(settings))
 
 
 def configure(settings: Settings, client: redis.Redis | None = None,
               rq: redis.Redis | None = None) -> Context:
     """Set the context jobs run with. Given clients (tests: fakeredis) survive a fork."""
     global _context, _override
-    ctx = Context(settings,
-                  client or connect(settings.redis_url, timeout_ms=settings.redis_timeout_ms),
+    ctx = Context(settings, client or data_connection(settings),
                   rq or rq_connection(settings), os.getpid())
     if client is not None:
         _override = ctx
@@ -429,7 +437,7 @@ def release_dead_scheduler_lock(ctx: Context, worker: HerokuWorker) -> bool | No
         return False
     key = RQScheduler.get_locking_key(QUEUE)
     try:
-        freed = bool(Scripts(ctx.client).delete_if_equal(keys=[key], args=[scheduler.name]))
+        freed = bool(Scripts(ctx.rq).delete_if_equal(keys=[key], args=[scheduler.name]))
     except (redis.ConnectionError, redis.TimeoutError):
         return None
     if freed:
@@ -445,9 +453,8 @@ def run(settings: Settings, *, burst: bool = False) -> int:
     Redis fault does not end notifications and audits (found by the fault harness)."""
     ctx = configure(settings)
     # The ticker gets its own clients: the work horse is forked from this process.
-    ticker = Ticker(Context(settings, connect(settings.redis_url,
-                                              timeout_ms=settings.redis_timeout_ms),
-                            rq_connection(settings), os.getpid()))
+    ticker = Ticker(Context(settings, data_connection(settings), rq_connection(settings),
+                            os.getpid()))
     ticker.start()
     generation = 0
     try:
