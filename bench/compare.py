@@ -137,16 +137,21 @@ class Result:
 class Meter:
     """CPU of each process group, the clients' and the host's across one run."""
 
-    def __init__(self, groups: dict[str, int]):
-        self.groups = groups
+    def __init__(self, groups: dict[str, int | list[int]]):
+        self.groups = groups  # name -> the root pid of each of its process trees
+
+    def _cpu(self) -> dict[str, float]:
+        return {name: sum(cpu_seconds(pid) for pid in (pids if isinstance(pids, list)
+                                                       else [pids]))
+                for name, pids in self.groups.items()}
 
     def __enter__(self) -> Self:
-        self.before = {name: cpu_seconds(pid) for name, pid in self.groups.items()}
+        self.before = self._cpu()
         self.host_before = host_jiffies()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.after = {name: cpu_seconds(pid) for name, pid in self.groups.items()}
+        self.after = self._cpu()
         self.host_after = host_jiffies()
 
     def result(self, stack: str, workload: str, clients: int, run: loadgen.Run,
@@ -376,11 +381,19 @@ def summary(results: list[Result]) -> str:
     by: dict[tuple, list[Result]] = defaultdict(list)
     for r in results:
         by[(r.stack, r.workload, r.clients)].append(r)
-    title = "ratio slotlock / conventional (requests/s; p99; CPU ms per request; medians):"
-    out = ["", title]
+    out = []
+    for ours, other in (("slotlock", "conventional"), ("slotlock-cluster", "slotlock")):
+        out += ratios(by, ours, other)
+    out += within_stack(by)
+    return "\n".join(out)
+
+
+def ratios(by: dict[tuple, list[Result]], ours: str, other: str) -> list[str]:
+    """The lines of ``summary`` comparing the stack ``ours`` with ``other``, if both ran."""
+    out = ["", f"ratio {ours} / {other} (requests/s; p99; CPU ms per request; medians):"]
     for (stack, workload, clients), mine in by.items():
-        theirs = by.get(("conventional", workload, clients))
-        if stack != "slotlock" or not theirs:
+        theirs = by.get((other, workload, clients))
+        if stack != ours or not theirs:
             continue
         rps = [s.rps / max(c.rps, 1e-9) for s, c in zip(mine, theirs)]
         ratio = median(r.rps for r in mine) / max(median(r.rps for r in theirs), 1e-9)
@@ -390,8 +403,7 @@ def summary(results: list[Result]) -> str:
         out.append(f"  {workload:<11} C={clients:<3} {ratio:5.2f}x req/s   "
                    f"p99 {p99[0]:.1f} vs {p99[1]:.1f} ms   CPU {cpu[0]:.2f} vs {cpu[1]:.2f} ms"
                    + rounds)
-    out += within_stack(by)
-    return "\n".join(out)
+    return out if len(out) > 2 else []
 
 
 def within_stack(by: dict[tuple, list[Result]]) -> list[str]:
@@ -423,7 +435,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--clients", default="2,8", help="comma-separated (default 2,8)")
     parser.add_argument("--workload", default="contended,uncontended,flash",
                         help="comma-separated of contended, uncontended, flash")
-    parser.add_argument("--stack", default="slotlock,conventional")
+    parser.add_argument("--stack", default="slotlock,conventional",
+                        help="comma-separated of slotlock, conventional, slotlock-cluster "
+                        "(slotlock on a local Redis Cluster, SLOTLOCK_REDIS_CLUSTER=on)")
+    parser.add_argument("--cluster-primaries", type=int, default=3,
+                        help="primaries of slotlock-cluster's Redis Cluster (default 3)")
     parser.add_argument("--quick", action="store_true", help="3 s runs, 2 flash rounds")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--max-requests", type=int, default=200_000, help="per run")
@@ -446,6 +462,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.clients = [int(c) for c in args.clients.split(",")]
     args.workload = args.workload.split(",")
     args.stack = args.stack.split(",")
+    unknown = set(args.stack) - {"slotlock", "conventional", "slotlock-cluster"}
+    if unknown:
+        parser.error(f"unknown stack(s): {', '.join(sorted(unknown))}")
     return args
 
 
@@ -464,10 +483,14 @@ def main(argv=None) -> int:
             for name in order:
                 where = Path(tmp) / f"round{round_}"
                 where.mkdir(exist_ok=True)
-                stack = (SlotlockStack(where, args.rate_limit, web_options=args.web_options)
-                         if name == "slotlock" else
-                         ConventionalStack(where, args.rate_limit,
-                                           synchronous_commit=args.pg_synchronous_commit))
+                if name == "conventional":
+                    stack = ConventionalStack(where, args.rate_limit,
+                                              synchronous_commit=args.pg_synchronous_commit)
+                else:
+                    stack = SlotlockStack(where, args.rate_limit, web_options=args.web_options,
+                                          cluster_primaries=(args.cluster_primaries
+                                                             if name == "slotlock-cluster"
+                                                             else 0))
                 try:
                     stack.start()
                     bench.run_stack(stack)

@@ -29,6 +29,7 @@ BENCH = ROOT / "bench"
 sys.path.insert(0, str(ROOT / "src"))
 
 from slotlock.embedded import RedisServer, free_port
+from slotlock.embedded_cluster import LocalCluster
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PG_USER = "slbench"
@@ -138,16 +139,22 @@ def procfile_line(name: str) -> str:
 # -- slotlock ------------------------------------------------------------------------------
 
 class SlotlockStack:
-    name = "slotlock"
     store = "redis-server"
 
     def __init__(self, tmp: Path, rate_limit: str, *, extra_env: dict[str, str] | None = None,
-                 web_options: str | None = None):
-        self.tmp = tmp / "slotlock"
+                 web_options: str | None = None, cluster_primaries: int = 0):
+        """``cluster_primaries``: slotlock's data on a local Redis Cluster of that many
+        primaries (no replicas), ``SLOTLOCK_REDIS_CLUSTER=on``: the stack "slotlock-cluster"."""
+        self.name = "slotlock-cluster" if cluster_primaries else "slotlock"
+        self.tmp = tmp / self.name
         self.web_options = web_options  # replaces the Procfile's --worker-class ... --threads N
         self.rate_limit = rate_limit
         self.extra_env = extra_env or {}
-        self.redis = RedisServer(self.tmp / "redis")  # AOF everysec, as `slotlock up`
+        self.cluster = (LocalCluster(self.tmp / "cluster", primaries=cluster_primaries)
+                        if cluster_primaries else None)
+        if self.cluster is not None:
+            self.extra_env = {"SLOTLOCK_REDIS_CLUSTER": "on", **self.extra_env}
+        self.redis = self.cluster or RedisServer(self.tmp / "redis")  # AOF everysec
         self.port = free_port()
         self.web: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
@@ -159,7 +166,7 @@ class SlotlockStack:
 
     def start(self) -> SlotlockStack:
         self.tmp.mkdir(parents=True)
-        self.redis.start()
+        self.redis.start()  # a LocalCluster waits until every slot is served
         self.env = {
             **os.environ,
             "PATH": f"{shim_bin(self.tmp / 'bin')}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -203,8 +210,9 @@ class SlotlockStack:
         self.cli("calendar", "put", calendar_id, "--timezone", "UTC", "--horizon-days", "0")
 
     def groups(self) -> dict[str, int]:
-        return {"web": self.web.pid, "worker": self.worker.pid,
-                "redis-server": self.redis.process.pid}
+        redis_pids = ([node.process.pid for node in self.cluster.nodes] if self.cluster
+                      else self.redis.process.pid)
+        return {"web": self.web.pid, "worker": self.worker.pid, "redis-server": redis_pids}
 
     def stop(self) -> None:
         stop_pid(self.web)
