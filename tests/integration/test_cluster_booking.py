@@ -15,7 +15,8 @@ import pytest
 from redis.cluster import RedisCluster, key_slot
 
 from slotlock.client import Client
-from slotlock.days.keys import ACTIVE, DAYS, DayKeys
+from slotlock.days.index import Shards
+from slotlock.days.keys import ACTIVE, DAYS, READY, SHARDS_ON_CLUSTER, DayKeys
 from slotlock.days.staged import Staged
 from slotlock.embedded_cluster import LocalCluster
 from slotlock.redis_conn import connect, connect_blocking
@@ -73,7 +74,8 @@ def test_the_keys_of_one_booking_span_nodes(cluster):
     """Else the test below would prove nothing: the day, the index and a calendar sit on
     different slots (and, with three primaries, mostly on different nodes)."""
     keys = DayKeys.of("main", DAY)
-    slots = {key_slot(k.encode()) for k in (keys.cmds, ACTIVE, DAYS)}
+    index_key = Shards(SHARDS_ON_CLUSTER).active(keys.part)
+    slots = {key_slot(k.encode()) for k in (keys.cmds, index_key, DAYS)}
     assert len(slots) == 3
 
 
@@ -126,3 +128,25 @@ def test_concurrent_bookings_of_one_slot_on_a_cluster_one_wins(settings):
     statuses = sorted(r.outcome["status"] for r in outcomes)
     assert statuses.count("accepted") == 1 and len(statuses) == 8, statuses
     assert len(client.read_day("main", DAY).bookings) == 1
+
+
+def test_the_index_and_the_wake_ups_are_sharded_on_a_cluster_only(settings, real_redis):
+    assert Shards.of_client(real_redis).active_keys == {None: ACTIVE}  # one Redis: as before
+    assert Shards.of_client(real_redis).ready_keys == {None: READY}
+    shards = Shards(SHARDS_ON_CLUSTER)
+    keys = [*shards.active_keys.values(), *shards.ready_keys.values()]
+    assert len({key_slot(k.encode()) for k in keys}) == SHARDS_ON_CLUSTER  # a slot per shard
+    client = cluster_client(settings)
+    open_default(client.redis, "UTC")
+    days = [date(2030, 12, d) for d in range(1, 13)]
+    with ClusterWorker(settings):
+        for day in days:
+            assert client.book("alice", "main", at(9, on=day), at(10, on=day),
+                               "x").outcome["status"] == "accepted"
+    assert client.index.shards.count == SHARDS_ON_CLUSTER
+    redis = client.redis
+    assert not redis.exists(ACTIVE) and not redis.exists(READY)  # no global key
+    used = {shards.of(DayKeys.of("main", day).part) for day in days}
+    assert len(used) >= 4  # 12 days over 16 shards
+    for shard in used:
+        assert redis.xlen(shards.ready_keys[shard]) > 0

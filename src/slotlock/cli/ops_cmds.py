@@ -16,7 +16,7 @@ from .. import legacy_keys, logs
 from ..catalog import Catalog
 from ..config import redacted_url
 from ..days.index import WorkIndex
-from ..days.keys import (ACTIVE, DAYS, WORKERS, WORKERS_SEEN, WORKERS_SEEN_BEFORE, DayKeys,
+from ..days.keys import (DAYS, WORKERS, WORKERS_SEEN, WORKERS_SEEN_BEFORE, DayKeys,
                          worker_alive_key)
 from ..days.store import DayStore
 from ..errors import UnsuitableRedis
@@ -69,7 +69,7 @@ def migrate(drop_old_keys: bool) -> None:
     added = WorkIndex(client).backfill_days()
     if added:
         click.echo(f"index of days: {added} day(s) added")
-    in_use = set(client.zrange(DAYS, 0, -1)) | set(client.zrange(ACTIVE, 0, -1))
+    in_use = set(client.zrange(DAYS, 0, -1)) | {p for p, _ in WorkIndex(client).active()}
     for calendar_id in catalog.lock_zones_in_use(in_use):
         click.echo(f"calendar {calendar_id}: in use, time zone locked")
 
@@ -87,7 +87,7 @@ def status(as_json: bool) -> None:
         info["alive"] = bool(client.exists(worker_alive_key(worker_id)))
         workers.append(info)
     days = []
-    for part, _score in client.zrange(ACTIVE, 0, 999, withscores=True):
+    for part, _score in WorkIndex(client).active(1000)[:1000]:
         keys = DayKeys(part)
         state = store.read_state(keys)
         lease = client.get(keys.lease)

@@ -3,12 +3,14 @@
 Submitters append to a day's stream *first* and then bump the day's score in
 ``sl:active`` and post a wake-up to ``sl:ready``. A worker that drained a day removes
 it from the index only if the score is unchanged since before it looked (see
-``index_remove.lua``), so a day with queued commands is never forgotten.
+``index_remove.lua``), so a day with queued commands is never forgotten. On a Redis
+Cluster both are sharded (``Shards``): a day's score and wake-ups are in its shard's keys.
 """
 
 from __future__ import annotations
 
 import time
+import zlib
 from datetime import date
 
 import redis
@@ -18,10 +20,12 @@ from .keys import (
     CHANGED,
     DAYS,
     OUTBOX_DAYS,
-    READY,
+    SHARDS_ON_CLUSTER,
     DayKeys,
     day_key_pattern,
     partition_of,
+    shard_active_key,
+    shard_ready_key,
     split_partition,
 )
 from .scripts import Scripts
@@ -36,18 +40,45 @@ NOTED_MAX = 10_000  # days remembered as noted, per process
 REINDEX_CHUNK = 100  # days per re-index step (the worker takes one every REINDEX_S)
 
 
+class Shards:
+    """The shards of the index of days with work and of the wake-ups (``keys.py``): one on a
+    single Redis (``sl:active``, ``sl:ready``), ``SHARDS_ON_CLUSTER`` on a cluster."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.ids: list[int | None] = [None] if count == 1 else list(range(count))
+        self.active_keys = {k: shard_active_key(k) for k in self.ids}
+        self.ready_keys = {k: shard_ready_key(k) for k in self.ids}
+        self.of_ready = {key: k for k, key in self.ready_keys.items()}
+
+    @classmethod
+    def of_client(cls, client) -> Shards:
+        return cls(SHARDS_ON_CLUSTER if is_cluster_client(client) else 1)
+
+    def of(self, part: str) -> int | None:
+        return None if self.count == 1 else zlib.crc32(part.encode()) % self.count
+
+    def active(self, part: str) -> str:
+        return self.active_keys[self.of(part)]
+
+    def ready(self, part: str) -> str:
+        return self.ready_keys[self.of(part)]
+
+
 class WorkIndex:
     def __init__(self, client: redis.Redis, scripts: Scripts | None = None):
         self.client = client
         self.scripts = scripts or Scripts(client)
+        self.shards = Shards.of_client(client)
         self._reindex_at = 0  # rank in sl:days where the next re-index step starts
         # on a cluster: days this process put into sl:days -> until when that is trusted
         self._noted: dict[str, float] | None = {} if is_cluster_client(client) else None
 
     def mark(self, part: str, pipe=None) -> None:
         target = pipe if pipe is not None else self.client.pipeline(transaction=False)
-        target.zincrby(ACTIVE, 1, part)
-        target.xadd(READY, {"p": part}, maxlen=READY_MAXLEN, approximate=True)
+        target.zincrby(self.shards.active(part), 1, part)
+        target.xadd(self.shards.ready(part), {"p": part}, maxlen=READY_MAXLEN,
+                    approximate=True)
         if pipe is None:
             target.execute()
 
@@ -59,18 +90,25 @@ class WorkIndex:
         fields = {"r": "1"} if released else {}
         pipe = self.client.pipeline(transaction=False)
         for part in parts:
-            pipe.xadd(READY, {"p": part, **fields}, maxlen=READY_MAXLEN, approximate=True)
+            pipe.xadd(self.shards.ready(part), {"p": part, **fields}, maxlen=READY_MAXLEN,
+                      approximate=True)
         pipe.execute()
 
     def active(self, limit: int = 10_000) -> list[tuple[str, float]]:
-        return self.client.zrange(ACTIVE, 0, limit - 1, withscores=True)
+        """Days with work and their scores: up to ``limit`` of each shard."""
+        if self.shards.count == 1:
+            return self.client.zrange(ACTIVE, 0, limit - 1, withscores=True)
+        pipe = self.client.pipeline(transaction=False)
+        for key in self.shards.active_keys.values():
+            pipe.zrange(key, 0, limit - 1, withscores=True)
+        return [entry for entries in pipe.execute() for entry in entries]
 
     def day_known(self, part: str) -> bool:
         """True if any command was ever submitted for this day (see ``note_day``)."""
         return self.client.zscore(DAYS, part) is not None
 
     def queue_score(self, pipe, part: str) -> None:
-        pipe.zscore(ACTIVE, part)
+        pipe.zscore(self.shards.active(part), part)
 
     @staticmethod
     def queue_note_commit(pipe, part: str, at_ms: int, had_events: bool) -> None:
@@ -84,13 +122,15 @@ class WorkIndex:
             pipe.zincrby(OUTBOX_DAYS, 1, part)
 
     def score(self, part: str) -> float | None:
-        return self.client.zscore(ACTIVE, part)
+        return self.client.zscore(self.shards.active(part), part)
 
     def queue_remove_if_unchanged(self, pipe, part: str, score: float) -> None:
-        self.scripts.queue(pipe, "index_remove", [ACTIVE], [part, repr(score)])
+        self.scripts.queue(pipe, "index_remove", [self.shards.active(part)],
+                           [part, repr(score)])
 
     def remove_if_unchanged(self, part: str, score: float) -> bool:
-        return bool(int(self.scripts.index_remove(keys=[ACTIVE], args=[part, repr(score)])))
+        return bool(int(self.scripts.index_remove(keys=[self.shards.active(part)],
+                                                  args=[part, repr(score)])))
 
     def note_day(self, part: str, day: date, pipe) -> bool:
         """Add a day to ``sl:days`` (by local date) *before* its first command is appended;
@@ -131,12 +171,19 @@ class WorkIndex:
         self._reindex_at = 0 if len(parts) < chunk else self._reindex_at + chunk
         if not parts:
             return []
+        by_shard: dict[int | None, list[str]] = {}
+        for part in parts:
+            by_shard.setdefault(self.shards.of(part), []).append(part)
         pipe = Staged(self.client)
-        pipe.zmscore(ACTIVE, parts)  # before the states: a day drained since is not taken
-        pipe.barrier()               # for one missing from the index
+        for shard, some in by_shard.items():  # before the states: a day drained since is
+            pipe.zmscore(self.shards.active_keys[shard], some)  # not taken for one missing
+        pipe.barrier()                                           # from the index
         for part in parts:
             pipe.hget(DayKeys(part).state, "pending")
-        scores, *pending = pipe.execute()
+        replies = pipe.execute()
+        score_of = {part: score for some, scores in zip(by_shard.values(), replies)
+                    for part, score in zip(some, scores)}
+        scores, pending = [score_of[part] for part in parts], replies[len(by_shard):]
         restored = []
         for part, score, queued in zip(parts, scores, pending):
             if score is None and int(queued or 0) > 0:
@@ -157,6 +204,6 @@ class WorkIndex:
             added += self.client.zadd(DAYS, {part: day.toordinal()}, nx=True)
         return added
 
-    def last_wakeup_id(self) -> str:
-        entries = self.client.xrevrange(READY, count=1)
+    def last_wakeup_id(self, shard: int | None = None) -> str:
+        entries = self.client.xrevrange(self.shards.ready_keys[shard], count=1)
         return entries[0][0] if entries else "0-0"

@@ -18,7 +18,7 @@ WORKERS = f"{PREFIX}:workers"  # hash: worker id -> status json
 # zset: worker id -> unix s last seen (forgotten after a day). Its hash tag is the whole name
 # of sl:workers, which has none: one slot for both, as workers_seen.lua needs on a cluster
 WORKERS_SEEN = f"{PREFIX}:{{{WORKERS}}}:seen"
-WORKERS_SEEN_BEFORE = f"{PREFIX}:workers:seen"  # its name before 2026-12-05 (migrate deletes it)
+WORKERS_SEEN_BEFORE = f"{PREFIX}:workers:seen"  # its name before 2026-12-05 (migrate deletes)
 WORKER_LOAD = f"{PREFIX}:workers:load"  # hash: worker id -> {"held", "at"} (workers/share.py)
 DEV_SECRET_KEY = f"{PREFIX}:dev:secret-key"  # shared session key of web processes without SECRET_KEY
 DAYS = f"{PREFIX}:days"  # zset: every partition ever written, scored by local date ordinal
@@ -27,6 +27,23 @@ RETAINED = f"{PREFIX}:days:retained"  # zset: old days retention has finished ->
 CHANGED = f"{PREFIX}:days:changed"  # zset: partition -> epoch ms of its last commit (audit)
 OUTBOX_DAYS = f"{PREFIX}:outbox:days"  # zset: partitions whose outbox may hold events (bump)
 FINDINGS = f"{PREFIX}:findings"  # hash: partition -> json of the last audit's findings
+
+
+# On a Redis Cluster the index of days with work and the wake-ups are sharded: a day's
+# shard is crc32(day) mod SHARDS_ON_CLUSTER, each shard's keys under the tag {shard:K} (a
+# slot of its own, so no node takes every booking). On one Redis there is one shard, under
+# the names above (sl:active, sl:ready): nothing to migrate.
+SHARDS_ON_CLUSTER = 16
+
+
+def shard_active_key(shard: int | None) -> str:
+    """The zset of one shard's days with work (``None``: the one shard of a single Redis)."""
+    return ACTIVE if shard is None else f"{PREFIX}:{{shard:{shard}}}:active"
+
+
+def shard_ready_key(shard: int | None) -> str:
+    """The wake-up stream of one shard (``None``: the one shard of a single Redis)."""
+    return READY if shard is None else f"{PREFIX}:{{shard:{shard}}}:ready"
 
 
 def delivered_key(event_id: str) -> str:

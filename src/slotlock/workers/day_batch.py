@@ -139,15 +139,16 @@ class DayBatches:
 
         unindex = self.drained.due()
         replies = self.store.scripts.run_pipeline(build, raise_on_error=False)
-        removals = len(decided) + 1  # after the commits and the read of the wake-ups
+        wakes = self.wakeups.queued_reads
+        removals = len(decided) + wakes  # after the commits and the read of the wake-ups
         taken_out = self.drained.took(unindex, replies[removals:removals + len(unindex)])
         applied = 0
         for d, result in zip(decided, replies):
             if d.part in taken_out:
                 d.score = None  # read before the day was taken out: it may be back at it
             applied += self._committed(d, result, on_error)
-        wake_reply = replies[len(decided)]  # after the commits are taken in: it may acquire
-        if not isinstance(wake_reply, Exception):
+        wake_reply = replies[len(decided)] if wakes else None  # after the commits are taken
+        if not isinstance(wake_reply, Exception):  # in: it may acquire
             self.wakeups.took(wake_reply)
         if len(decided) > 1:
             self.stats["multi_day_commits"] += 1

@@ -206,9 +206,10 @@ class LeaseWorker:
             self._waiting = False
 
     def _reset_blocking(self) -> None:
-        if is_cluster_client(self.blocking):
-            self.blocking.disconnect_connection_pools()  # every node's
-        else:
+        """After a signal cut a blocking read short: its connection may hold the reply of
+        a read nobody takes. (On a cluster the loop never reads on it: the shard readers
+        do, on their own.)"""
+        if not is_cluster_client(self.blocking):
             self.blocking.connection_pool.disconnect()
 
     # -- maintenance (workers/maintenance.py) --------------------------------------------
@@ -317,5 +318,6 @@ class LeaseWorker:
             self.heartbeat(alive=False)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("could not release leases (%s); they lapse after the TTL", exc)
+        self.wakeups.close()
         log.info("worker %s stopped: %s", self.holder,
                  " ".join(f"{k}={v}" for k, v in sorted(self.stats.items())) or "idle")

@@ -43,6 +43,7 @@ from ..days.index import WorkIndex
 from ..days.keys import READY, calendar_changes_key
 from ..days.staged import is_cluster_client
 from .leases import LeaseBook, OwnedDay
+from .shard_readers import ShardReaders
 
 log = logging.getLogger("slotlock.worker")
 
@@ -63,14 +64,23 @@ class Wakeups:
         self.wake_id: str | None = None
         self.change_seen: dict[str, str] = {}  # calendar id -> its last change entry read
         self.watching: set[str] = set()  # the held days the last read watched
-        # on a Redis Cluster one XREAD reads keys of one slot: the wake-up stream alone
-        # (a held day's command then marks it dirty by its wake-up entry, and its batch
-        # reads the calendar with the commands)
-        self.watch = not is_cluster_client(client)
+        # On a Redis Cluster one XREAD reads keys of one slot, and the wake-ups are sharded
+        # (``days/index.py``'s ``Shards``): a thread per shard reads them
+        # (``shard_readers.py``), and no held day is watched (its command marks it dirty by
+        # its wake-up entry, and its batch reads the calendar with the commands).
+        self.readers = (ShardReaders(blocking, index, WAKE_COUNT)
+                        if is_cluster_client(client) else None)
+        self.watch = self.readers is None
+        self.ready_keys = set(index.shards.ready_keys.values())
 
     def reset(self) -> None:
-        """After a Redis error: read the wake-up stream from its end again."""
+        """After a Redis error: read the wake-up stream from its end again (the shard
+        readers of a cluster do so themselves)."""
         self.wake_id = None
+
+    def close(self) -> None:
+        if self.readers is not None:
+            self.readers.close()
 
     def _start_id(self) -> str:
         if self.wake_id is None:
@@ -107,7 +117,11 @@ class Wakeups:
         self.take(self.fetch(streams, block_ms), watched)
 
     def fetch(self, streams: dict[str, str], block_ms: int | None):
-        """The ``XREAD`` of ``read``, of the streams ``prepare`` named."""
+        """The ``XREAD`` of ``read``, of the streams ``prepare`` named (on a cluster: what
+        the shard readers brought)."""
+        if self.readers is not None:
+            self.readers.start()
+            return self.readers.fetch(block_ms)
         if block_ms is None:
             return self.client.xread(streams, count=WAKE_COUNT)
         return self.blocking.xread(streams, count=WAKE_COUNT, block=block_ms)
@@ -115,6 +129,8 @@ class Wakeups:
     def prepare(self) -> tuple[dict[str, str], dict]:
         """The streams the next read names, from which ids, and what each one watches."""
         watched = self.watched()
+        if self.readers is not None:
+            return {}, watched
         streams = {READY: self._start_id()}
         streams.update((key, owned.cursor) for key, owned in watched.items())
         changes: dict[str, str] = {}  # calendar id -> read its changes after this id
@@ -131,19 +147,27 @@ class Wakeups:
             watched[key] = calendar_id
         return streams, watched
 
+    @property
+    def queued_reads(self) -> int:
+        """Commands ``queue`` queues: none on a cluster (the shard readers read)."""
+        return 0 if self.readers is not None else 1
+
     def queue(self, pipe) -> None:
         """Queue a read of the wake-up stream alone on a pipeline (see ``took``)."""
-        pipe.xread({READY: self._start_id()}, count=WAKE_COUNT)
+        if self.readers is None:
+            pipe.xread({READY: self._start_id()}, count=WAKE_COUNT)
 
     def took(self, reply) -> None:
-        self.take(reply, {})
+        """Take in the reply of ``queue`` (``None`` on a cluster: what the shard readers
+        brought, without waiting)."""
+        self.take(self.readers.fetch(None) if self.readers is not None else reply, {})
 
     def take(self, reply, watched: dict) -> None:
         """Take in a reply of ``fetch`` (kept apart so that a signal may cut the wait short,
         the lease worker's ``_Wake``, but never what follows it)."""
         now = time.monotonic()
         for stream, entries in reply or ():
-            if stream == READY:
+            if stream in self.ready_keys:
                 self._wakeups(entries, now)
                 continue
             owned = watched.get(stream)
