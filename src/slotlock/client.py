@@ -29,7 +29,7 @@ from .model import Book, Calendar, Cancel, Command, Day, Rejected
 from .model.booking import Booking
 from .model.rules import booking_window
 from .model.timeutil import TimeError, local_date, to_utc
-from .redis_conn import connect, connect_blocking, use_cluster
+from .redis_conn import MAY_HAVE_RUN, connect, connect_blocking, use_cluster
 
 CALENDAR_CACHE_S = 1.0
 MARKER = "-"  # submit.lua's "nothing queued" marker for a fused wait (never an outcome)
@@ -272,11 +272,9 @@ class Client:
         # fused: submit.lua goes by its source (EVAL), since a NOSCRIPT would not stop the
         # BLMOVE behind it, which would then wait out its timeout (Redis restarted with an
         # empty script cache: redis-py reconnects without telling us)
-        try:
-            replies = (self.blocking_scripts if fused else self.scripts).run_pipeline(build)
-        except Exception:
-            self.index.not_noted(keys.part)
-            raise
+        replies = (self.blocking_scripts if fused else self.scripts).run_pipeline(build)
+        if refusal is None:
+            self.index.noted(keys.part)
         try:
             submitted = self.store.submitted(keys, command.command_id,
                                              replies[submit_at[0]],
@@ -376,15 +374,27 @@ class Client:
         wanted = self.settings.wait_replicas
         if wanted <= 0:
             return True
-        target = self.redis
-        if is_cluster_client(target):
-            # the day's node's own client: a cluster pipeline would send the keyless WAIT
-            # to another node (and the barrier's MOVED, should the slot move, is an error)
-            target = target.get_node_from_key(keys.barrier).redis_connection
-        pipe = target.pipeline(transaction=False)  # one connection: the write, then WAIT
+        if is_cluster_client(self.redis):
+            return self._replicated_on_cluster(keys, wanted)
+        pipe = self.redis.pipeline(transaction=False)  # one connection: the write, then WAIT
         pipe.set(keys.barrier, "1", px=BARRIER_TTL_MS)
         pipe.execute_command("WAIT", wanted, self.settings.wait_replicas_timeout_ms)
         _, acked = pipe.execute()
+        return int(acked) >= wanted
+
+    def _replicated_on_cluster(self, keys: DayKeys, wanted: int) -> bool:
+        """``replicated`` on the day's node's own client: a cluster pipeline would send the
+        keyless WAIT to another node. A slot that moved (MOVED) or a node that does not
+        answer says "not known to be replicated" (the caller answers pending); the cluster
+        client learns the new shape from its own next command to that slot."""
+        try:
+            node = self.redis.get_node_from_key(keys.barrier)
+            pipe = node.redis_connection.pipeline(transaction=False)
+            pipe.set(keys.barrier, "1", px=BARRIER_TTL_MS)
+            pipe.execute_command("WAIT", wanted, self.settings.wait_replicas_timeout_ms)
+            _, acked = pipe.execute()
+        except (redis.ResponseError, *MAY_HAVE_RUN):
+            return False
         return int(acked) >= wanted
 
     def status(self, command_id: str, *, reader: str | None = None,

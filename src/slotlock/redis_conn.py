@@ -13,8 +13,12 @@ from urllib.parse import urlsplit
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
-from redis.exceptions import (RedisClusterException, RedisClusterUnreachableError,
-                              SlotNotCoveredError)
+from redis.exceptions import (ClusterDownError, RedisClusterException, SlotNotCoveredError,
+                              TryAgainError)
+
+# redis-py 8.2 tells "no node reachable" apart; before, it is a RedisClusterException
+RedisClusterUnreachableError = getattr(redis.exceptions, "RedisClusterUnreachableError",
+                                       RedisClusterException)
 from redis.retry import Retry
 
 log = logging.getLogger("slotlock")
@@ -23,8 +27,10 @@ log = logging.getLogger("slotlock")
 def connect(url: str, *, timeout_ms: int = 2000, cluster: bool = False,
             **kwargs) -> redis.Redis:
     """A client of ``url``; with ``cluster`` redis-py's cluster client (``url`` names any
-    node), which follows MOVED and ASK redirects but, like the plain one, retries nothing
-    (a command whose node failed raises; the next one finds the new topology)."""
+    node), which follows MOVED and ASK redirects. A command whose node failed raises and
+    the next one finds the new topology, but a cluster *pipeline* sends a command whose
+    node timed out or dropped the connection once more, whatever the retry setting: the
+    scripts a pipeline carries must bear running twice (``submit.lua`` does)."""
     common = dict(socket_timeout=timeout_ms / 1000,
                   socket_connect_timeout=min(timeout_ms, 1000) / 1000,
                   retry=Retry(NoBackoff(), 0), decode_responses=True)
@@ -35,16 +41,17 @@ def connect(url: str, *, timeout_ms: int = 2000, cluster: bool = False,
 
 def _cluster_client(url: str, **kwargs) -> RedisCluster:
     """redis-py's cluster client, which asks a node for the slots' owners as it is made:
-    no node answering is a ``ConnectionError`` (as a plain client's first command), one
-    that answers but is no node of a cluster is ``NotACluster``."""
+    a node that answers but is no node of a cluster is ``NotACluster``; no node answering,
+    or slots not served yet, a ``ConnectionError`` (as a plain client's first command)."""
     from .errors import NotACluster
 
     try:
         return RedisCluster.from_url(url, **kwargs)
-    except RedisClusterUnreachableError as exc:
-        raise redis.ConnectionError(str(exc)) from exc
     except RedisClusterException as exc:
-        raise NotACluster(str(exc)) from exc
+        if "Cluster mode is not enabled" in str(exc):
+            raise NotACluster(str(exc)) from exc
+        # no node answered, or not every slot is served yet (a failover): try again later
+        raise redis.ConnectionError(str(exc)) from exc
 
 
 def use_cluster(settings) -> bool:
@@ -75,7 +82,10 @@ def connect_blocking(url: str, *, block_ms: int, timeout_ms: int = 2000,
 # redis-py's cluster client raises some errors outside ``RedisError``: no node reachable
 # (``RedisClusterUnreachableError``), a slot with no node yet in a failover
 # (``SlotNotCoveredError``). Handlers of Redis errors catch these tuples.
-CLUSTER_DOWN = (RedisClusterUnreachableError, SlotNotCoveredError)
+CLUSTER_DOWN = (RedisClusterUnreachableError, SlotNotCoveredError, ClusterDownError,
+                TryAgainError)
+# Errors after which a command sent may or may not have run (the connection, not the data)
+MAY_HAVE_RUN = (redis.ConnectionError, redis.TimeoutError, OSError, *CLUSTER_DOWN)
 REDIS_ERRORS = (redis.RedisError, RedisClusterException)
 
 SAFE_POLICIES = ("noeviction",)

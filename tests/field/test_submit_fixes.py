@@ -165,3 +165,17 @@ def test_a_request_refused_before_queueing_keeps_its_answer_for_its_retries(sett
             client.book("alice", "main", at(11), at(12), "other", idempotency_key="r")
         fresh = client.book("alice", "main", at(9), at(10), "x", idempotency_key="s")
         assert fresh.outcome["status"] == "accepted"
+
+
+def test_a_submit_script_sent_twice_appends_its_command_once(settings, client, real_redis):
+    """Found by review (issue 12): redis-py's cluster pipeline sends a command whose node
+    timed out once more, whatever its retry setting; a submit without an idempotency key
+    whose first run landed was appended twice (decided against itself, and ``done`` of the
+    first overwritten by the second's outcome)."""
+    keys = DayKeys.of("main", DAY)
+    command_id, _ = new_ids("main", DAY)
+    first = client.store.submit(keys, command_id, '{"kind": "book"}')
+    again = client.store.submit(keys, command_id, '{"kind": "book"}')
+    assert not first.duplicate and again.duplicate and again.command_id == command_id
+    assert real_redis.xlen(keys.cmds) == 1
+    assert real_redis.hget(keys.state, "pending") == "1"

@@ -3,8 +3,8 @@
 The client and a lease worker (in a thread) use redis-py's cluster client; every order the
 single-node pipelines keep (the index bumped after the append, a day's score and calendar
 read before its commands, the notes after the commits) is kept by ``Staged`` with a round
-trip per stage. Processes still refuse a cluster (``docs/cluster.md``): this proves the
-path in one process, not the deployment."""
+trip per stage. ``tests/e2e/test_cluster_e2e.py`` runs the same with real processes
+(``SLOTLOCK_REDIS_CLUSTER=on``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from redis.cluster import RedisCluster, key_slot
 
 from slotlock.client import Client
 from slotlock.days.index import Shards
-from slotlock.days.keys import ACTIVE, DAYS, READY, SHARDS_ON_CLUSTER, DayKeys
+from slotlock.days.keys import (ACTIVE, CHANGED, DAYS, READY, SHARDS_ON_CLUSTER, DayKeys,
+                                calendar_key)
 from slotlock.days.staged import Staged
 from slotlock.embedded_cluster import LocalCluster
 from slotlock.redis_conn import connect, connect_blocking
@@ -71,12 +72,16 @@ class ClusterWorker:
 
 
 def test_the_keys_of_one_booking_span_nodes(cluster):
-    """Else the test below would prove nothing: the day, the index and a calendar sit on
-    different slots (and, with three primaries, mostly on different nodes)."""
+    """Else the tests below would prove little: the day's commands, its shard of the index
+    and its calendar sit on different nodes, so the order the barriers keep (the score and
+    the calendar read before the commands, the index bumped after the append) is an order
+    between nodes."""
     keys = DayKeys.of("main", DAY)
     index_key = Shards(SHARDS_ON_CLUSTER).active(keys.part)
-    slots = {key_slot(k.encode()) for k in (keys.cmds, index_key, DAYS)}
-    assert len(slots) == 3
+    day_node = cluster.primary_for(keys.cmds)
+    assert cluster.primary_for(index_key) is not day_node
+    assert cluster.primary_for(calendar_key("main")) is not day_node
+    assert len({key_slot(k.encode()) for k in (keys.cmds, index_key, DAYS)}) == 3
 
 
 def test_staged_runs_a_stage_per_barrier_on_a_cluster_and_one_on_a_single_node(settings,
@@ -150,3 +155,57 @@ def test_the_index_and_the_wake_ups_are_sharded_on_a_cluster_only(settings, real
     assert len(used) >= 4  # 12 days over 16 shards
     for shard in used:
         assert redis.xlen(shards.ready_keys[shard]) > 0
+
+
+def test_the_barriers_order_the_stages_on_a_cluster(settings, monkeypatch):
+    """Every ``Staged`` pipeline sent while booking on a cluster, by stage: the order that a
+    barrier keeps (see ``days/staged.py``) holds between stages, whatever nodes the keys
+    are on. Removing a barrier fails this test."""
+    sent: list[list[list[tuple]]] = []  # per execution, per stage: (command, first key)
+    execute = Staged.execute
+
+    def recording(self, raise_on_error=True):
+        sent.append([[(str(c.args[0]).upper(), *c.args[1:4])
+                      for c in stage._execution_strategy.command_queue]
+                     for stage in self._stages if len(stage)])
+        return execute(self, raise_on_error)
+
+    monkeypatch.setattr(Staged, "execute", recording)
+    client = cluster_client(settings)
+    open_default(client.redis, "UTC")
+    sha = {name: getattr(client.scripts, name).sha for name in ("commit", "lease_acquire")}
+    with ClusterWorker(settings):
+        for day in (DAY, DAY, date(2030, 12, 4)):
+            client.book("alice", "main", at(9, on=day), at(10, on=day), "x")
+
+    def stages_of(execution, test) -> set[int]:
+        return {i for i, stage in enumerate(execution) for cmd in stage if test(cmd)}
+
+    def index(cmd):
+        return cmd[0] in ("ZSCORE", "ZMSCORE") and ":active" in str(cmd[1])
+
+    def script(name):
+        return lambda cmd: cmd[0] == "EVALSHA" and cmd[1] == sha[name]
+
+    checked = set()
+    for execution in sent:
+        submits = stages_of(execution, lambda c: c[0] == "EVAL" and ":cmds" in str(c[3]))
+        if submits:  # noted before the append, bumped after it
+            noted = stages_of(execution, lambda c: c[0] == "ZADD" and c[1] == DAYS)
+            assert not noted or max(noted) < min(submits)
+            assert min(submits) < min(stages_of(execution, lambda c: c[0] == "ZINCRBY"))
+            checked.add("submit")
+        reads = stages_of(execution, lambda c: c[0] == "XRANGE")
+        if reads and stages_of(execution, index):  # the score before the commands
+            assert max(stages_of(execution, index)) < min(reads)
+            checked.add("read")
+        acquired = stages_of(execution, script("lease_acquire"))
+        if acquired and stages_of(execution, index):  # and before the acquisitions' reads
+            assert max(stages_of(execution, index)) < min(acquired)
+            checked.add("acquire")
+        commits = stages_of(execution, script("commit"))
+        notes = stages_of(execution, lambda c: c[0] == "ZADD" and c[1] == CHANGED)
+        if commits and notes:  # the notes after the commits
+            assert max(commits) < min(notes)
+            checked.add("notes")
+    assert {"submit", "acquire", "notes"} <= checked, checked

@@ -39,12 +39,21 @@ class Bookers:
     def __init__(self, settings, n: int):
         self.settings = settings
         self.accepted: list[dict] = []
+        self.told: dict[str, str] = {}  # command id -> the status the client was told
         self.errors = 0
+        self.crashed: list[BaseException] = []
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self.run, args=(i,), daemon=True)
                         for i in range(n)]
 
     def run(self, i: int) -> None:
+        try:
+            self._run(i)
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            self.crashed.append(exc)
+            raise
+
+    def _run(self, i: int) -> None:
         rng = random.Random(i)
         client = client_of(self.settings)
         while not self.stop.is_set():
@@ -58,6 +67,8 @@ class Bookers:
                 self.errors += 1
                 time.sleep(0.05)
                 continue
+            if result.outcome:
+                self.told[result.command_id] = result.outcome["status"]
             if result.outcome and result.outcome.get("status") == "accepted":
                 self.accepted.append(result.outcome["booking"])
 
@@ -103,12 +114,22 @@ def test_bookings_through_a_primary_failover(tmp_path, fault):
                     cluster.kill_node(primary)
                     cluster.wait_ok(timeout=60)
                 time.sleep(3.0)
+            assert not bookers.crashed, bookers.crashed
             assert before > 0 and len(bookers.accepted) > before, (before, bookers.accepted)
-        stored = stored_bookings(client_of(settings))
+        reader = client_of(settings)
+        stored = stored_bookings(reader)
         assert_no_overlap(stored)
+        # what each client was told is what is recorded (a command run twice would not be)
+        recorded = {cid: (reader.status(cid, admin=True) or {}).get("status")
+                    for cid in bookers.told}
+        differ = {cid: (told, recorded[cid]) for cid, told in bookers.told.items()
+                  if recorded[cid] != told}
         lost = [b["id"] for b in bookers.accepted if b["id"] not in stored]
         if fault == "failover":
             assert not lost, f"acknowledged but not stored: {lost}"
+            assert not differ, f"told one outcome, another recorded: {differ}"
         else:  # asynchronous replication: what may be lost, said, not asserted away
+            assert all(now is None for _told, now in differ.values()), differ
             print(f"SIGKILL of a primary: {len(lost)} of {len(bookers.accepted)} accepted "
-                  f"bookings not stored; {bookers.errors} requests failed")
+                  f"bookings not stored, {len(differ)} told outcomes not recorded; "
+                  f"{bookers.errors} requests failed")

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from ..config import Settings, redacted_url
 from ..errors import UnsuitableRedis
 from ..legacy_keys import check_migrated
-from ..redis_conn import check_not_cluster, connect, use_cluster
+from ..redis_conn import MAY_HAVE_RUN, check_not_cluster, connect, use_cluster
 
 
 def settings_or_exit(**overrides) -> Settings:
@@ -35,7 +35,7 @@ def redis_or_exit(settings: Settings, *, migrated: bool = True) -> redis.Redis:
         check_not_cluster(client, settings.redis_cluster)
         if migrated:
             check_migrated(client)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except MAY_HAVE_RUN as exc:
         raise click.ClickException(f"Redis at {redacted_url(settings.redis_url)} is unreachable: {exc}") from exc
     except UnsuitableRedis as exc:
         raise click.ClickException(str(exc)) from exc

@@ -142,20 +142,18 @@ class WorkIndex:
         (``Staged``), so a day this process noted within ``NOTED_S`` is not noted again
         (nothing takes a day out of ``sl:days``; the bound covers a Redis that lost writes).
         """
-        if self._noted is not None:
-            now = time.monotonic()
-            if self._noted.get(part, 0.0) > now:
-                return False
-            if len(self._noted) >= NOTED_MAX:
-                self._noted.clear()
-            self._noted[part] = now + NOTED_S  # taken back by ``not_noted`` if it failed
+        if self._noted is not None and self._noted.get(part, 0.0) > time.monotonic():
+            return False
         pipe.zadd(DAYS, {part: day.toordinal()}, nx=True)
         return True
 
-    def not_noted(self, part: str) -> None:
-        """The pipeline that carried ``note_day`` for ``part`` failed."""
+    def noted(self, part: str) -> None:
+        """The pipeline that carried ``note_day`` for ``part`` ran (on a cluster: trust it
+        for ``NOTED_S``; only then, so that no other thread skips a note not yet made)."""
         if self._noted is not None:
-            self._noted.pop(part, None)
+            if len(self._noted) >= NOTED_MAX:
+                self._noted.clear()
+            self._noted[part] = time.monotonic() + NOTED_S
 
     def reindex_step(self, chunk: int = REINDEX_CHUNK) -> list[str]:
         """Check the next ``chunk`` days of ``sl:days`` for queued commands missing from the index.

@@ -15,7 +15,9 @@
 --          unless it is a retry of one queued before: then nothing is written
 -- ARGV[7]  marker TTL in ms, with KEYS[5]
 -- returns  {"queued", stream id}
---          {"duplicate", first command id, its outcome json ("" while pending)}
+--          {"duplicate", first command id, its outcome json ("" while pending)}; also for
+--                        a command id already queued (redis-py's cluster pipeline sends a
+--                        command whose node timed out again: its first run may have landed)
 --          {"mismatch", first command id}   the key was used for another request body
 --          {"busy", pending}
 --          {"refused"}                   ARGV[6] and no earlier command with this key
@@ -42,6 +44,10 @@ if ARGV[3] ~= "" then
 end
 if ARGV[6] == "1" then
   return told({"refused"})
+end
+local seen = redis.call("HGET", KEYS[4], ARGV[1])
+if seen then
+  return told({"duplicate", ARGV[1], seen})
 end
 local pending = tonumber(redis.call("HGET", KEYS[3], "pending") or "0")
 local limit = tonumber(ARGV[4])

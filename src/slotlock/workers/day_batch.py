@@ -21,6 +21,7 @@ from ..days.keys import split_partition
 from ..days.staged import Staged
 from ..days.store import START, DayStore
 from ..errors import CursorMismatch, FenceRejected
+from ..redis_conn import CLUSTER_DOWN, MAY_HAVE_RUN
 from ..model import Calendar
 from .applier import Batch, apply_entries, load_day
 from .drained import DrainedDays
@@ -156,6 +157,15 @@ class DayBatches:
 
     def _committed(self, d: Decided, result, on_error) -> int:
         part, owned, batch = d.part, d.owned, d.batch
+        if isinstance(result, CLUSTER_DOWN):
+            # the day's node is failing over (CLUSTERDOWN, TRYAGAIN): read the day again
+            # before deciding anything more on it (the cursor compare keeps a commit that
+            # did land from landing twice)
+            self.stats["commit_cluster_down"] += 1
+            log.warning("commit of %s not taken: %s; reading the day again", part, result)
+            owned.day = None
+            owned.dirty = True
+            return 0
         try:
             if isinstance(result, Exception):
                 raise result
@@ -323,7 +333,7 @@ class DayBatches:
             self.leases.drop(part, retry_in_s=UNKNOWN_CALENDAR_RETRY_S)
             try:
                 owned.lease.release()
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
+            except MAY_HAVE_RUN:
                 pass  # it lapses after the TTL
             return None
         owned.change_id, owned.calendar_stale = Catalog.change_id(change_reply), False

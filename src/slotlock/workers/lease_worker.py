@@ -27,7 +27,7 @@ from ..days.scripts import Scripts
 from ..days.staged import is_cluster_client
 from ..days.store import DayStore
 from ..errors import UnsuitableRedis
-from ..redis_conn import (CLUSTER_DOWN, REDIS_ERRORS, check_server, connect, connect_blocking,
+from ..redis_conn import (CLUSTER_DOWN, MAY_HAVE_RUN, REDIS_ERRORS, check_server, connect, connect_blocking,
                           use_cluster)
 from .day_batch import DayBatches
 from .failpoints import Failpoints, fencing_disabled_for_test
@@ -300,7 +300,7 @@ class LeaseWorker:
         self.leases.drop(part, retry_in_s=DAY_ERROR_BACKOFF_S)
         try:
             owned.lease.release()
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
+        except MAY_HAVE_RUN:
             pass  # it lapses after the TTL
 
     def _forget_cached_state(self) -> None:
@@ -316,7 +316,7 @@ class LeaseWorker:
             self.index.wake(parts, released=True)  # successors take over now, not after the TTL
             log.info("released at stop: %s", " ".join(sorted(parts)) or "-")
             self.heartbeat(alive=False)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except MAY_HAVE_RUN as exc:
             log.warning("could not release leases (%s); they lapse after the TTL", exc)
         self.wakeups.close()
         log.info("worker %s stopped: %s", self.holder,

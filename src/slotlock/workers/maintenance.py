@@ -21,6 +21,7 @@ from ..config import Settings
 from ..days.index import WorkIndex
 from ..days.keys import WORKERS, WORKERS_SEEN, worker_alive_key
 from ..days.scripts import Scripts
+from ..redis_conn import MAY_HAVE_RUN
 from .day_batch import DayBatches
 from .leases import LeaseBook
 from .share import FairShare
@@ -142,23 +143,23 @@ class Maintenance:
         the index, and let go of each lease if its day is still idle."""
 
         def build(pipe) -> None:
-            for part, owned in drained:
+            for part, _owned in drained:  # taken out of the index while still held: first
                 if part in removals:
                     self.index.queue_remove_if_unchanged(pipe, part, removals[part])
+            pipe.barrier()  # (on a cluster, see Staged)
+            for _part, owned in drained:
                 owned.lease.queue_release_if_idle(pipe, owned.cursor)
 
         try:
             replies = self.scripts.run_pipeline(build, raise_on_error=False)
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
+        except MAY_HAVE_RUN:
             # Redis may have run the releases: forget the days rather than hold on to
             # leases that may be free (those not released lapse after the TTL)
             for part, _owned in drained:
                 self.leases.forget(part)
             raise
-        at = 0
-        for part, owned in drained:
-            if part in removals:
-                at += 1  # the removal's reply: kept or not, the release decides
+        at = sum(1 for part, _owned in drained if part in removals)  # the removals' replies:
+        for part, owned in drained:  # taken or not, the release decides
             result = replies[at]
             at += 1
             if isinstance(result, Exception):

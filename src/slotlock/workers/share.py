@@ -44,10 +44,10 @@ import secrets
 import time
 from collections import Counter
 
-import redis
 
 from ..days.index import WorkIndex
 from ..days.keys import WORKER_LOAD
+from ..redis_conn import MAY_HAVE_RUN
 from .leases import LeaseBook
 
 log = logging.getLogger("slotlock.worker")
@@ -117,7 +117,7 @@ class FairShare:
         try:
             # the scripts' own pipeline: one that Redis lost (a restart) is loaded and sent
             replies = self.leases.scripts.run_pipeline(build, raise_on_error=False)
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
+        except MAY_HAVE_RUN:
             # Redis may have run the releases: forget the days rather than renew leases
             # that may be free (those not released lapse after the TTL), as release_idle
             for part, lease in zip(parts, leases):
