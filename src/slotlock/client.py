@@ -21,7 +21,6 @@ from .config import Settings
 from .days.index import WorkIndex
 from .days.keys import DayKeys, idempotency_key
 from .days.scripts import Scripts
-from .days.staged import is_cluster_client
 from .days.store import DayStore
 from .errors import IdempotencyMismatch, InvalidRequest
 from .ids import new_ids, parse_booking_id, parse_command_id
@@ -29,7 +28,7 @@ from .model import Book, Calendar, Cancel, Command, Day, Rejected
 from .model.booking import Booking
 from .model.rules import booking_window
 from .model.timeutil import TimeError, local_date, to_utc
-from .redis_conn import MAY_HAVE_RUN, connect, connect_blocking, use_cluster
+from .redis_conn import MAY_HAVE_RUN, connect, connect_blocking, is_cluster_client, use_cluster
 
 CALENDAR_CACHE_S = 1.0
 MARKER = "-"  # submit.lua's "nothing queued" marker for a fused wait (never an outcome)

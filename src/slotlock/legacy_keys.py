@@ -25,11 +25,11 @@ from __future__ import annotations
 import json
 
 import redis
-from redis.cluster import RedisCluster
 
 from .days.keys import (CALENDARS, LEGACY_KEYS_DROPPED, LEGACY_KEYS_KEPT, USERS, calendar_key,
                         legacy_calendar_keys, legacy_user_keys, user_key)
 from .errors import MigrationNeeded
+from .redis_conn import is_cluster_client
 
 
 def kept(client: redis.Redis) -> bool:
@@ -99,7 +99,7 @@ def _copy_present(client: redis.Redis, pairs: dict[str, str]) -> tuple[int, bool
 def migrate(client: redis.Redis, *, drop: bool = False) -> tuple[int, int]:
     """Copy the old names to the new (a new key already there is kept) and keep the old
     names; with ``drop``, delete them instead once copied. Returns (copied, deleted)."""
-    if isinstance(client, RedisCluster):
+    if is_cluster_client(client):
         return 0, 0  # no old names there, and a copy across slots cannot run
     pairs = all_pairs(client)
     copied, present = _copy_present(client, pairs)

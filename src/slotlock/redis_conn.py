@@ -54,6 +54,11 @@ def _cluster_client(url: str, **kwargs) -> RedisCluster:
         raise redis.ConnectionError(str(exc)) from exc
 
 
+def is_cluster_client(client) -> bool:
+    """Whether ``client`` is redis-py's cluster client (``connect(cluster=True)``)."""
+    return isinstance(client, RedisCluster)
+
+
 def use_cluster(settings) -> bool:
     """Whether processes use redis-py's cluster client: ``SLOTLOCK_REDIS_CLUSTER=on``."""
     return settings.redis_cluster == "on"
@@ -104,7 +109,7 @@ def check_not_cluster(client: redis.Redis, mode: str) -> None:
     docs/cluster.md). Connection errors propagate."""
     from .errors import ClusterUnsupported
 
-    if mode == "off" or (mode == "on" and isinstance(client, RedisCluster)):
+    if mode == "off" or (mode == "on" and is_cluster_client(client)):
         return
     if mode == "on":
         raise ClusterUnsupported(detected=False)
@@ -164,7 +169,7 @@ def check_eviction_policy(client: redis.Redis, *, allow: bool) -> str:
 def _eviction_policy(client) -> str:
     """The server's ``maxmemory-policy``; of a cluster, every primary's (the first unsafe
     one, if any: each primary holds its slots' leases and commands)."""
-    if not isinstance(client, RedisCluster):
+    if not is_cluster_client(client):
         return str(client.info("memory").get("maxmemory_policy", "unknown"))
     replies = client.info("memory", target_nodes=RedisCluster.PRIMARIES)
     infos = replies.values() if all(isinstance(v, dict) for v in replies.values()) else [replies]

@@ -15,6 +15,7 @@ from datetime import date
 
 import redis
 
+from ..redis_conn import is_cluster_client
 from .keys import (
     ACTIVE,
     CHANGED,
@@ -29,7 +30,7 @@ from .keys import (
     split_partition,
 )
 from .scripts import Scripts
-from .staged import Staged, is_cluster_client
+from .staged import Staged
 
 READY_MAXLEN = 10_000
 
@@ -46,10 +47,9 @@ class Shards:
 
     def __init__(self, count: int):
         self.count = count
-        self.ids: list[int | None] = [None] if count == 1 else list(range(count))
-        self.active_keys = {k: shard_active_key(k) for k in self.ids}
-        self.ready_keys = {k: shard_ready_key(k) for k in self.ids}
-        self.of_ready = {key: k for k, key in self.ready_keys.items()}
+        ids: list[int | None] = [None] if count == 1 else list(range(count))
+        self.active_keys = {k: shard_active_key(k) for k in ids}
+        self.ready_keys = {k: shard_ready_key(k) for k in ids}
 
     @classmethod
     def of_client(cls, client) -> Shards:

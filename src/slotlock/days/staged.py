@@ -18,9 +18,7 @@ from __future__ import annotations
 import redis
 from redis.cluster import RedisCluster
 
-
-def is_cluster_client(client) -> bool:
-    return isinstance(client, RedisCluster)
+from ..redis_conn import is_cluster_client
 
 
 class Staged:

@@ -24,11 +24,10 @@ from ..catalog import Catalog
 from ..config import Settings
 from ..days.index import WorkIndex
 from ..days.scripts import Scripts
-from ..days.staged import is_cluster_client
 from ..days.store import DayStore
 from ..errors import UnsuitableRedis
-from ..redis_conn import (CLUSTER_DOWN, MAY_HAVE_RUN, REDIS_ERRORS, check_server, connect, connect_blocking,
-                          use_cluster)
+from ..redis_conn import (CLUSTER_DOWN, MAY_HAVE_RUN, REDIS_ERRORS, check_server, connect,
+                          connect_blocking, is_cluster_client, use_cluster)
 from .day_batch import DayBatches
 from .failpoints import Failpoints, fencing_disabled_for_test
 from .leases import LeaseBook, OwnedDay

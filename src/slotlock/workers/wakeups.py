@@ -41,7 +41,7 @@ import redis
 
 from ..days.index import WorkIndex
 from ..days.keys import READY, calendar_changes_key
-from ..days.staged import is_cluster_client
+from ..redis_conn import is_cluster_client
 from .leases import LeaseBook, OwnedDay
 from .shard_readers import ShardReaders
 
